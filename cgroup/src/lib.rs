@@ -1,0 +1,74 @@
+//! cgroup management for containerd-shim-rust-v2.
+//!
+//! [`Manager`] is what the shim calls; [`fs::FsCgroup`] implements it over
+//! cgroupfs with cgroups-rs, for the legacy v1, hybrid (v1 controllers plus
+//! an empty cgroup2 at /sys/fs/cgroup/unified, managed as v1) and unified
+//! layouts. A systemd driver can implement the same trait.
+
+use std::path::{Path, PathBuf};
+
+pub mod fs;
+pub mod path;
+
+pub use fs::FsCgroup;
+pub use path::resolve;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("cgroup {path}: {message}")]
+    Manager { path: String, message: String },
+    #[error("cgroup {path}: {action}: {source}")]
+    Io { path: PathBuf, action: &'static str, source: std::io::Error },
+    #[error("cgroup {path}: processes remain after kill: {pids:?}")]
+    Busy { path: String, pids: Vec<i32> },
+}
+
+/// The host's cgroup layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// Only v1 hierarchies.
+    Legacy,
+    /// v1 controllers, and a cgroup2 at /sys/fs/cgroup/unified that holds
+    /// no controllers. Managed as v1.
+    Hybrid,
+    /// cgroup2 at /sys/fs/cgroup.
+    Unified,
+}
+
+const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+
+fn is_cgroup2(path: &Path) -> bool {
+    nix::sys::statfs::statfs(path).map(|s| s.filesystem_type().0 as i64 == CGROUP2_SUPER_MAGIC).unwrap_or(false)
+}
+
+pub fn detect() -> Layout {
+    let root = Path::new("/sys/fs/cgroup");
+    if is_cgroup2(root) {
+        Layout::Unified
+    } else if is_cgroup2(&root.join("unified")) {
+        Layout::Hybrid
+    } else {
+        Layout::Legacy
+    }
+}
+
+/// A container's cgroup, as the shim uses it.
+pub trait Manager: Send + Sync {
+    /// The cgroupsPath this manager was created for (cgroupfs form).
+    fn path(&self) -> &str;
+    /// Moves a process (and its future children) into the cgroup.
+    fn add_proc(&mut self, pid: i32) -> Result<(), CgroupError>;
+    /// Applies `linux.resources`.
+    fn set(&mut self, resources: &oci_spec::runtime::LinuxResources) -> Result<(), CgroupError>;
+    /// Every process in the cgroup.
+    fn procs(&self) -> Result<Vec<i32>, CgroupError>;
+    /// Sends `signal` to every process in the cgroup, with the cgroup frozen
+    /// so that nothing forks past the signal.
+    fn kill_all(&self, signal: i32) -> Result<(), CgroupError>;
+    /// Kills what is left, waits for it to go, and removes the cgroup.
+    fn destroy(&mut self) -> Result<(), CgroupError>;
+    /// How the container's `cgroup` mount should look: (hierarchy
+    /// directory, host directory of this cgroup) for each v1 hierarchy.
+    fn v1_mounts(&self) -> Vec<(String, PathBuf)>;
+    fn layout(&self) -> Layout;
+}

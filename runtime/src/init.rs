@@ -1,0 +1,204 @@
+//! The init stage: the re-executed shim binary that turns itself into the
+//! container's process.
+//!
+//! Stage 1 (`rsv2-init`) is single-threaded fresh from exec, which the
+//! kernel requires for unshare(CLONE_NEWUSER) and for setns into a mount or
+//! user namespace. It joins and creates namespaces, then forks, because a
+//! new pid namespace only applies to children. Stage 2 (`rsv2-init2`,
+//! reparented to the shim, a child subreaper) builds the rootfs, drops
+//! privileges, reports ready and waits for Start before execve.
+
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::Path;
+
+use nix::sched::CloneFlags;
+use nix::unistd::{fork, ForkResult};
+
+use crate::channel::{Channel, FromInit, InitConfig, ToInit};
+use crate::namespaces::{self, Plan};
+use crate::process::{self, ExecArgs};
+use crate::rootfs::{self, RootfsContext};
+use crate::spec::Bundle;
+use crate::syscall::{Linux, Syscall};
+use crate::SYNC_FD_ENV;
+
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error("{0}")]
+    Spec(#[from] crate::spec::SpecError),
+    #[error("{0}")]
+    Namespace(#[from] namespaces::NamespaceError),
+    #[error("{0}")]
+    Rootfs(#[from] rootfs::RootfsError),
+    #[error("{0}")]
+    Process(#[from] process::ProcessError),
+    #[error("{0}")]
+    Channel(#[from] crate::channel::ChannelError),
+    #[error("{what}: {errno}")]
+    Sys { what: String, errno: nix::errno::Errno },
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+fn sys_err(what: impl Into<String>) -> impl FnOnce(nix::errno::Errno) -> InitError {
+    let what = what.into();
+    move |errno| InitError::Sys { what, errno }
+}
+
+fn set_name(name: &str) {
+    let c = std::ffi::CString::new(name).unwrap_or_default();
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of up to 16 bytes.
+    unsafe { libc::prctl(libc::PR_SET_NAME, c.as_ptr() as libc::c_ulong, 0, 0, 0) };
+}
+
+/// Entry point of the `init` role. Never returns.
+pub fn main() -> ! {
+    let fd: i32 = match std::env::var(SYNC_FD_ENV).ok().and_then(|v| v.parse().ok()) {
+        Some(fd) => fd,
+        None => {
+            eprintln!("the init stage is started by containerd-shim-rust-v2, not by hand");
+            std::process::exit(2);
+        }
+    };
+    std::env::remove_var(SYNC_FD_ENV);
+    // SAFETY: the shim passed this fd to us for our exclusive use.
+    let chan = Channel::from_fd(unsafe { OwnedFd::from_raw_fd(fd) });
+    let code = match stage1(&chan) {
+        Ok(()) => 0,
+        Err(e) => {
+            let _ = chan.send(&FromInit::Error(e.to_string()));
+            1
+        }
+    };
+    std::process::exit(code)
+}
+
+fn stage1(chan: &Channel) -> Result<(), InitError> {
+    set_name("rsv2-init");
+    // CVE-2019-5736: a non-dumpable process's /proc/PID/exe cannot be
+    // opened by other processes of the container's user, so nothing that
+    // joins the container's namespaces can reach our binary through it.
+    // This must precede any setns.
+    Linux.prctl(libc::PR_SET_DUMPABLE, 0).map_err(sys_err("set non-dumpable"))?;
+
+    let ToInit::Config(config) = chan.recv()? else {
+        return Err(InitError::Unsupported("expected the init config first".into()));
+    };
+    let bundle = Bundle::load(&config.bundle)?;
+    let linux = bundle.spec.linux().clone().unwrap_or_default();
+    let plan = Plan::from_spec(linux.namespaces().as_deref().unwrap_or_default());
+    if !plan.has(CloneFlags::CLONE_NEWNS) {
+        return Err(InitError::Unsupported("the spec must ask for a mount namespace".into()));
+    }
+
+    let fds = namespaces::open_all(&plan)?;
+    namespaces::join_all(fds)?;
+    if plan.creates(CloneFlags::CLONE_NEWUSER) {
+        namespaces::unshare(CloneFlags::CLONE_NEWUSER)?;
+        // Only a process in the parent user namespace with CAP_SETUID may
+        // write maps that name other ids (user_namespaces(7)): the shim does.
+        chan.send(&FromInit::UserNsReady)?;
+        match chan.recv()? {
+            ToInit::MapsWritten => {}
+            other => return Err(InitError::Unsupported(format!("expected the id maps, got {other:?}"))),
+        }
+        Linux.setresgid(0).map_err(sys_err("become gid 0 in the user namespace"))?;
+        Linux.setresuid(0).map_err(sys_err("become uid 0 in the user namespace"))?;
+    }
+    namespaces::unshare(plan.create - CloneFlags::CLONE_NEWUSER)?;
+
+    // SAFETY: this process is single-threaded (fresh from exec, no thread
+    // spawned), so the child may run arbitrary code.
+    match unsafe { fork() }.map_err(sys_err("fork into the new pid namespace"))? {
+        ForkResult::Parent { child } => {
+            chan.send(&FromInit::Pid(child.as_raw()))?;
+            Ok(())
+        }
+        ForkResult::Child => {
+            let code = match stage2(chan, &bundle, &config, &plan) {
+                Ok(never) => match never {},
+                Err(e) => {
+                    let _ = chan.send(&FromInit::Error(e.to_string()));
+                    1
+                }
+            };
+            std::process::exit(code)
+        }
+    }
+}
+
+enum Never {}
+
+fn stage2(chan: &Channel, bundle: &Bundle, config: &InitConfig, plan: &Plan) -> Result<Never, InitError> {
+    set_name("rsv2-init2");
+    let sys = Linux;
+    let spec = &bundle.spec;
+    let linux = spec.linux().clone().unwrap_or_default();
+    let process = spec.process().clone().unwrap_or_default();
+
+    // The container is its own session, as under runc.
+    nix::unistd::setsid().map_err(sys_err("setsid"))?;
+    // Device nodes and mount points get exactly the modes asked for.
+    nix::sys::stat::umask(nix::sys::stat::Mode::empty());
+
+    let ctx = RootfsContext {
+        rootfs: &bundle.rootfs,
+        cgroups: &config.cgroups,
+        in_user_ns: plan.has(CloneFlags::CLONE_NEWUSER),
+        cgroup_ns: plan.has(CloneFlags::CLONE_NEWCGROUP),
+    };
+    rootfs::prepare(&sys, spec, &ctx)?;
+
+    // sysctl writes need /proc/sys writable, so they precede readonlyPaths.
+    for (key, value) in linux.sysctl().iter().flatten() {
+        let path = Path::new("/proc/sys").join(key.replace('.', "/"));
+        std::fs::write(&path, value).map_err(|e| InitError::Unsupported(format!("sysctl {key}={value}: {e}")))?;
+    }
+    rootfs::readonly_paths(&sys, linux.readonly_paths().as_deref().unwrap_or_default())?;
+    rootfs::mask_paths(&sys, linux.masked_paths().as_deref().unwrap_or_default())?;
+    if spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false) {
+        rootfs::readonly_root(&sys)?;
+    }
+
+    if let Some(hostname) = spec.hostname().as_deref().filter(|h| !h.is_empty()) {
+        if !plan.has(CloneFlags::CLONE_NEWUTS) {
+            return Err(InitError::Unsupported("cannot set the hostname without a private uts namespace".into()));
+        }
+        sys.sethostname(hostname).map_err(sys_err(format!("set hostname {hostname}")))?;
+    }
+
+    if let Some(score) = process.oom_score_adj() {
+        std::fs::write("/proc/self/oom_score_adj", score.to_string()).map_err(|e| {
+            InitError::Unsupported(format!(
+                "set oom_score_adj {score}: {e} (lowering the score needs CAP_SYS_RESOURCE, which this host's root lacks)"
+            ))
+        })?;
+    }
+
+    if process.terminal().unwrap_or(false) {
+        return Err(InitError::Unsupported("process.terminal is not supported yet".into()));
+    }
+    if linux.seccomp().is_some() {
+        return Err(InitError::Unsupported("linux.seccomp is not supported yet; run without a seccomp profile".into()));
+    }
+
+    process::set_rlimits(&sys, &process)?;
+    process::set_no_new_privs(&sys, &process)?;
+    // setgroups(2) is denied in a user namespace whose setgroups file says
+    // deny; runc skips it there too.
+    let setgroups_allowed = !plan.has(CloneFlags::CLONE_NEWUSER)
+        || std::fs::read_to_string("/proc/self/setgroups").map(|s| s.trim() == "allow").unwrap_or(true);
+    process::switch_identity(&sys, &process, setgroups_allowed)?;
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(process.user().umask().unwrap_or(0o022) as libc::mode_t));
+    process::enter_cwd(&sys, &process)?;
+    let program = process::resolve_program(&process)?;
+    let exec = ExecArgs::new(&program, &process)?;
+
+    chan.send(&FromInit::Ready)?;
+    match chan.recv()? {
+        ToInit::Start => {}
+        other => return Err(InitError::Unsupported(format!("expected start, got {other:?}"))),
+    }
+    let errno = exec.exec();
+    Err(InitError::Sys { what: format!("exec {}", program.display()), errno })
+}

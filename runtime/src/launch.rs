@@ -1,0 +1,130 @@
+//! The shim's side of the init stage: spawn it, feed it, answer it.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use oci_spec::runtime::LinuxIdMapping;
+
+use crate::channel::{Channel, ChannelError, FromInit, InitConfig, ToInit};
+use crate::{INIT_ROLE, SYNC_FD_ENV};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error("spawn the init stage {exe}: {source}")]
+    Spawn { exe: PathBuf, source: std::io::Error },
+    #[error("{0}")]
+    Channel(#[from] ChannelError),
+    #[error("init stage (pid {pid}) exited without reporting: see the shim log")]
+    Vanished { pid: i32 },
+    #[error("{0}")]
+    Init(String),
+    #[error("write {path}: {source}")]
+    IdMap { path: PathBuf, source: std::io::Error },
+    #[error("prepare the container's cgroup for pid {pid}: {message}")]
+    Cgroup { pid: i32, message: String },
+    #[error("protocol: {0}")]
+    Protocol(String),
+}
+
+/// Standard streams of the container's process.
+pub struct Stdio3 {
+    pub stdin: OwnedFd,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+}
+
+pub struct LaunchSpec<'a> {
+    /// Our own binary, which serves the init role.
+    pub exe: &'a Path,
+    /// Shown in `ps` as the init stage's argument.
+    pub id: &'a str,
+    pub config: InitConfig,
+    pub uid_mappings: Vec<LinuxIdMapping>,
+    pub gid_mappings: Vec<LinuxIdMapping>,
+    pub stdio: Stdio3,
+}
+
+/// An init stage that is set up and waits for Start.
+pub struct Created {
+    chan: Channel,
+    pub pid: i32,
+}
+
+fn map_text(maps: &[LinuxIdMapping]) -> String {
+    maps.iter().map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size())).collect()
+}
+
+/// Spawns the init stage and drives it until the container's process is
+/// ready to exec. `enter_cgroup` runs with stage 1's pid before stage 1 may
+/// fork, so every process of the container starts inside its cgroup.
+pub fn create(spec: LaunchSpec<'_>, enter_cgroup: impl FnOnce(i32) -> Result<(), String>) -> Result<Created, LaunchError> {
+    let (chan, child_end) = Channel::pair()?;
+    let child_fd = child_end.as_raw_fd();
+    let mut cmd = Command::new(spec.exe);
+    cmd.arg(INIT_ROLE)
+        .arg(spec.id)
+        .env(SYNC_FD_ENV, child_fd.to_string())
+        .current_dir(&spec.config.bundle)
+        .stdin(Stdio::from(spec.stdio.stdin))
+        .stdout(Stdio::from(spec.stdio.stdout))
+        .stderr(Stdio::from(spec.stdio.stderr));
+    // SAFETY: fcntl is async-signal-safe; it only clears close-on-exec on
+    // the one fd the init stage must inherit. Everything else we hold stays
+    // close-on-exec, so no other fd of the shim leaks into the container.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::fcntl(child_fd, libc::F_SETFD, 0) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(|source| LaunchError::Spawn { exe: spec.exe.to_path_buf(), source })?;
+    drop(child_end);
+    // The reaper owns waitpid(-1): this handle is never waited on.
+    let stage1 = child.id() as i32;
+    drop(child);
+
+    enter_cgroup(stage1).map_err(|message| LaunchError::Cgroup { pid: stage1, message })?;
+    chan.send(&ToInit::Config(spec.config))?;
+
+    let mut pid = None;
+    loop {
+        let msg = match chan.recv::<FromInit>() {
+            Ok(m) => m,
+            Err(ChannelError::Closed) => return Err(LaunchError::Vanished { pid: pid.unwrap_or(stage1) }),
+            Err(e) => return Err(e.into()),
+        };
+        match msg {
+            FromInit::UserNsReady => {
+                for (file, maps) in [("uid_map", &spec.uid_mappings), ("gid_map", &spec.gid_mappings)] {
+                    let path = PathBuf::from(format!("/proc/{stage1}/{file}"));
+                    std::fs::write(&path, map_text(maps)).map_err(|source| LaunchError::IdMap { path, source })?;
+                }
+                chan.send(&ToInit::MapsWritten)?;
+            }
+            FromInit::Pid(p) => pid = Some(p),
+            FromInit::Ready => {
+                let pid = pid.ok_or_else(|| LaunchError::Protocol("ready before pid".into()))?;
+                return Ok(Created { chan, pid });
+            }
+            FromInit::Error(e) => return Err(LaunchError::Init(e)),
+        }
+    }
+}
+
+impl Created {
+    /// Lets the process exec. Success is the sync socket closing: it is
+    /// close-on-exec, so it closes exactly when execve succeeds.
+    pub fn start(self) -> Result<(), LaunchError> {
+        self.chan.send(&ToInit::Start)?;
+        match self.chan.recv::<FromInit>() {
+            Err(ChannelError::Closed) => Ok(()),
+            Ok(FromInit::Error(e)) => Err(LaunchError::Init(e)),
+            Ok(other) => Err(LaunchError::Protocol(format!("unexpected {other:?} after start"))),
+            Err(e) => Err(e.into()),
+        }
+    }
+}

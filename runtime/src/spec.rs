@@ -1,0 +1,109 @@
+//! Loading and checking an OCI bundle before anything is forked.
+//!
+//! Every check here turns a bad bundle into an error that names the problem,
+//! at Create time, in the shim, where containerd shows it to the user.
+
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::Spec;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid config.json at {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid config.json at {path}: {problem}")]
+    Invalid { path: PathBuf, problem: String },
+    #[error("rootfs {path} of the bundle does not exist or is not a directory")]
+    MissingRootfs { path: PathBuf },
+}
+
+/// A parsed bundle: the spec and the absolute rootfs path.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    pub dir: PathBuf,
+    pub spec: Spec,
+    pub rootfs: PathBuf,
+}
+
+impl Bundle {
+    pub fn load(dir: &Path) -> Result<Bundle, SpecError> {
+        let path = dir.join("config.json");
+        let text = std::fs::read_to_string(&path).map_err(|source| SpecError::Read { path: path.clone(), source })?;
+        let spec: Spec = serde_json::from_str(&text).map_err(|e| SpecError::Parse { path: path.clone(), message: e.to_string() })?;
+        let rootfs = validate(&path, dir, &spec)?;
+        Ok(Bundle { dir: dir.to_path_buf(), spec, rootfs })
+    }
+}
+
+fn validate(path: &Path, dir: &Path, spec: &Spec) -> Result<PathBuf, SpecError> {
+    let invalid = |problem: String| SpecError::Invalid { path: path.to_path_buf(), problem };
+    let root = spec.root().as_ref().ok_or_else(|| invalid("root is missing".into()))?;
+    let rootfs = if root.path().is_absolute() { root.path().clone() } else { dir.join(root.path()) };
+    if !rootfs.is_dir() {
+        return Err(SpecError::MissingRootfs { path: rootfs });
+    }
+    let process = spec.process().as_ref().ok_or_else(|| invalid("process is missing".into()))?;
+    if process.args().as_ref().is_none_or(|a| a.is_empty()) {
+        return Err(invalid("process.args must name the program to run".into()));
+    }
+    if !process.cwd().is_absolute() {
+        return Err(invalid(format!("process.cwd {} must be absolute", process.cwd().display())));
+    }
+    if let Some(linux) = spec.linux() {
+        for ns in linux.namespaces().iter().flatten() {
+            if let Some(p) = ns.path() {
+                if !p.exists() {
+                    return Err(invalid(format!("{:?} namespace path {} does not exist", ns.typ(), p.display())));
+                }
+            }
+        }
+    }
+    for m in spec.mounts().iter().flatten() {
+        if !m.destination().is_absolute() {
+            return Err(invalid(format!("mount destination {} must be absolute", m.destination().display())));
+        }
+    }
+    Ok(rootfs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bundle_with(config: &str) -> (tempfile::TempDir, Result<Bundle, SpecError>) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("rootfs")).unwrap();
+        std::fs::write(dir.path().join("config.json"), config).unwrap();
+        let r = Bundle::load(dir.path());
+        (dir, r)
+    }
+
+    #[test]
+    fn rejects_malformed_json_with_path() {
+        let (_d, r) = bundle_with("{ not json");
+        let msg = r.unwrap_err().to_string();
+        assert!(msg.contains("invalid config.json"), "{msg}");
+        assert!(msg.contains("config.json"), "{msg}");
+    }
+
+    #[test]
+    fn rejects_empty_args() {
+        let (_d, r) = bundle_with(r#"{"ociVersion":"1.0.2","root":{"path":"rootfs"},"process":{"cwd":"/","args":[],"user":{"uid":0,"gid":0}}}"#);
+        assert!(r.unwrap_err().to_string().contains("process.args"));
+    }
+
+    #[test]
+    fn rejects_missing_rootfs() {
+        let (_d, r) = bundle_with(r#"{"ociVersion":"1.0.2","root":{"path":"nope"},"process":{"cwd":"/","args":["/bin/true"],"user":{"uid":0,"gid":0}}}"#);
+        let msg = r.unwrap_err().to_string();
+        assert!(msg.contains("nope") && msg.contains("rootfs"), "{msg}");
+    }
+
+    #[test]
+    fn accepts_minimal_bundle() {
+        let (d, r) = bundle_with(r#"{"ociVersion":"1.0.2","root":{"path":"rootfs"},"process":{"cwd":"/","args":["/bin/true"],"user":{"uid":0,"gid":0}}}"#);
+        assert_eq!(r.unwrap().rootfs, d.path().join("rootfs"));
+    }
+}

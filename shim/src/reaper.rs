@@ -1,0 +1,138 @@
+//! The one waitpid(-1) loop of the shim.
+//!
+//! The shim is a child subreaper, so it inherits every orphan of its
+//! containers, and stage 2 of the init stage reaches it only by reparenting.
+//! An exit can therefore arrive before anyone asked for that pid: such exits
+//! are held for a while instead of dropped, so a container that exits within
+//! a millisecond of starting still has its exit seen.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use signal_hook::consts::SIGCHLD;
+use signal_hook::iterator::Signals;
+
+pub type ExitHandler = Box<dyn FnOnce(i32) + Send>;
+
+/// How long an exit nobody asked for is kept.
+const HOLD: Duration = Duration::from_secs(30);
+
+#[derive(Default)]
+struct Inner {
+    handlers: HashMap<i32, ExitHandler>,
+    unclaimed: HashMap<i32, (i32, Instant)>,
+}
+
+#[derive(Default)]
+pub struct Reaper {
+    inner: Mutex<Inner>,
+}
+
+/// containerd's convention: the exit code, or 128 + the signal.
+pub fn exit_code(status: WaitStatus) -> Option<(i32, i32)> {
+    match status {
+        WaitStatus::Exited(pid, code) => Some((pid.as_raw(), code)),
+        WaitStatus::Signaled(pid, sig, _) => Some((pid.as_raw(), 128 + sig as i32)),
+        _ => None,
+    }
+}
+
+impl Reaper {
+    /// Installs the SIGCHLD handler and starts the loop. Must run before the
+    /// first child is spawned.
+    pub fn start() -> std::io::Result<Arc<Reaper>> {
+        let reaper = Arc::new(Reaper::default());
+        let mut signals = Signals::new([SIGCHLD])?;
+        let r = reaper.clone();
+        std::thread::Builder::new().name("reaper".into()).spawn(move || {
+            for _ in signals.forever() {
+                r.reap();
+            }
+        })?;
+        Ok(reaper)
+    }
+
+    fn reap(&self) {
+        loop {
+            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => return,
+                Ok(status) => {
+                    if let Some((pid, code)) = exit_code(status) {
+                        self.exited(pid, code);
+                    }
+                }
+            }
+        }
+    }
+
+    fn exited(&self, pid: i32, code: i32) {
+        let handler = {
+            let mut inner = self.inner.lock().unwrap();
+            let now = Instant::now();
+            inner.unclaimed.retain(|_, (_, at)| now.duration_since(*at) < HOLD);
+            match inner.handlers.remove(&pid) {
+                Some(h) => Some(h),
+                None => {
+                    inner.unclaimed.insert(pid, (code, now));
+                    None
+                }
+            }
+        };
+        if let Some(h) = handler {
+            log::debug!("pid {pid} exited with {code}");
+            h(code);
+        }
+    }
+
+    /// Calls `handler` once `pid` exits, or at once if it already has.
+    pub fn on_exit(&self, pid: i32, handler: ExitHandler) {
+        let held = {
+            let mut inner = self.inner.lock().unwrap();
+            match inner.unclaimed.remove(&pid) {
+                Some((code, _)) => Some(code),
+                None => {
+                    inner.handlers.insert(pid, handler);
+                    return;
+                }
+            }
+        };
+        if let Some(code) = held {
+            handler(code);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc::channel;
+
+    #[test]
+    fn exit_before_subscription_is_delivered() {
+        let r = Reaper::default();
+        r.exited(4242, 7);
+        let (tx, rx) = channel();
+        r.on_exit(4242, Box::new(move |c| tx.send(c).unwrap()));
+        assert_eq!(rx.try_recv().unwrap(), 7);
+    }
+
+    #[test]
+    fn exit_after_subscription_is_delivered_once() {
+        let r = Reaper::default();
+        let (tx, rx) = channel();
+        r.on_exit(4243, Box::new(move |c| tx.send(c).unwrap()));
+        r.exited(4243, 137);
+        r.exited(4243, 1);
+        assert_eq!(rx.try_recv().unwrap(), 137);
+        assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn signal_exit_is_128_plus_signal() {
+        let s = WaitStatus::Signaled(Pid::from_raw(5), nix::sys::signal::Signal::SIGKILL, false);
+        assert_eq!(exit_code(s), Some((5, 137)));
+    }
+}

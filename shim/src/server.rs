@@ -1,0 +1,81 @@
+//! The `serve` role: the long-lived shim server that `start` spawned.
+//!
+//! It is a child subreaper in its own session, reparented to PID 1, logging
+//! to the bundle's `log` FIFO. It serves the Task API under both
+//! `containerd.task.v2.Task` (containerd 1.6 and 1.7) and
+//! `containerd.task.v3.Task` (2.x): the messages are identical on the wire.
+
+use std::collections::HashMap;
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+use std::sync::Arc;
+
+use containerd_shim::{logger::FifoLogger, ExitSignal, Flags};
+use containerd_shim_protos::shim::shim_ttrpc::create_task;
+use ttrpc::{MethodHandler, Server};
+
+use crate::events::Events;
+use crate::reaper::Reaper;
+use crate::service::Service;
+
+/// The listening socket `start` bound and handed over.
+pub const LISTEN_FD: i32 = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("become a child subreaper: {0}")]
+    Subreaper(nix::errno::Errno),
+    #[error("start the reaper: {0}")]
+    Reaper(std::io::Error),
+    #[error("ttrpc server: {0}")]
+    Ttrpc(#[from] ttrpc::Error),
+    #[error("TTRPC_ADDRESS is not set: the server is started by `start`")]
+    NoAddress,
+}
+
+type Methods = HashMap<String, Box<dyn MethodHandler + Send + Sync>>;
+
+/// The same handlers, registered under the v2 and v3 service names.
+fn task_methods(service: Arc<Service>) -> Methods {
+    let v3 = create_task(service.clone());
+    let v2 = create_task(service).into_iter().map(|(k, v)| (k.replace("containerd.task.v3.Task", "containerd.task.v2.Task"), v));
+    v3.into_iter().chain(v2).collect()
+}
+
+fn init_logging(flags: &Flags) {
+    if let Ok(logger) = FifoLogger::with_path("log") {
+        let _ = log::set_boxed_logger(Box::new(logger));
+    }
+    let level = if flags.debug { log::LevelFilter::Debug } else { log::LevelFilter::Info };
+    log::set_max_level(level);
+}
+
+pub fn run(flags: &Flags) -> Result<(), ServerError> {
+    // SAFETY: prctl with integer arguments.
+    let r = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    nix::errno::Errno::result(r).map_err(ServerError::Subreaper)?;
+    // Writes to a FIFO whose reader is gone must fail with EPIPE, not kill
+    // the shim. Spawned children get the default back (std resets SIGPIPE).
+    // SAFETY: setting a disposition to SIG_IGN.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    init_logging(flags);
+
+    let reaper = Reaper::start().map_err(ServerError::Reaper)?;
+    let ttrpc_address = std::env::var("TTRPC_ADDRESS").map_err(|_| ServerError::NoAddress)?;
+    let events = Arc::new(Events::start(ttrpc_address, flags.namespace.clone()));
+    let exit = Arc::new(ExitSignal::default());
+    let service = Arc::new(Service::new(events.clone(), reaper, exit.clone()));
+
+    // SAFETY: `start` passed the bound listener as this fd for our use.
+    let listener = unsafe { OwnedFd::from_raw_fd(LISTEN_FD) };
+    let mut server = Server::new().add_listener(listener.into_raw_fd())?.register_service(task_methods(service));
+    server.start()?;
+    log::info!("shim serving {} pid {}", flags.socket, std::process::id());
+
+    exit.wait();
+    log::info!("shim exiting");
+    server.shutdown();
+    events.close();
+    let path = flags.socket.strip_prefix("unix://").unwrap_or(&flags.socket);
+    let _ = std::fs::remove_file(path);
+    Ok(())
+}

@@ -1,0 +1,288 @@
+//! The Task ttrpc service: containerd's calls mapped onto [`Container`]s.
+//!
+//! One server may hold several containers (a pod's sandbox and its
+//! containers share one shim).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use containerd_shim::ExitSignal;
+use containerd_shim_protos::api::{self, Status as TaskStatus};
+use containerd_shim_protos::events::task::{TaskCreate, TaskDelete, TaskExit, TaskIO, TaskStart};
+use containerd_shim_protos::protobuf::MessageField;
+use containerd_shim_protos::shim::shim_ttrpc::Task;
+use containerd_shim_protos::topics::{TASK_CREATE_EVENT_TOPIC, TASK_DELETE_EVENT_TOPIC, TASK_EXIT_EVENT_TOPIC, TASK_START_EVENT_TOPIC};
+use containerd_shim_protos::types::task::ProcessInfo;
+use ttrpc::{Code, TtrpcContext};
+
+use crate::container::{Cell, Container, ContainerError, CreateRequest, Io, Status};
+use crate::events::Events;
+use crate::reaper::Reaper;
+
+pub struct Service {
+    containers: Mutex<HashMap<String, Arc<Cell>>>,
+    events: Arc<Events>,
+    reaper: Arc<Reaper>,
+    exit: Arc<ExitSignal>,
+    exe: PathBuf,
+}
+
+fn status(code: Code, msg: impl ToString) -> ttrpc::Error {
+    ttrpc::Error::RpcStatus(ttrpc::get_status(code, msg))
+}
+
+fn unimplemented(what: &str) -> ttrpc::Error {
+    status(Code::UNIMPLEMENTED, format!("{what} is not implemented yet by containerd-shim-rust-v2"))
+}
+
+impl From<ContainerError> for ttrpc::Error {
+    fn from(e: ContainerError) -> ttrpc::Error {
+        let code = match &e {
+            ContainerError::Spec(_) => Code::INVALID_ARGUMENT,
+            ContainerError::Finished { .. } => Code::NOT_FOUND,
+            ContainerError::State { .. } => Code::FAILED_PRECONDITION,
+            ContainerError::Unsupported(_) => Code::UNIMPLEMENTED,
+            _ => Code::UNKNOWN,
+        };
+        status(code, e)
+    }
+}
+
+fn no_exec(exec_id: &str) -> ttrpc::Result<()> {
+    if exec_id.is_empty() {
+        Ok(())
+    } else {
+        Err(status(Code::NOT_FOUND, format!("exec process {exec_id} not found")))
+    }
+}
+
+impl Service {
+    pub fn new(events: Arc<Events>, reaper: Arc<Reaper>, exit: Arc<ExitSignal>) -> Service {
+        let exe = std::fs::read_link("/proc/self/exe").unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
+        Service { containers: Mutex::new(HashMap::new()), events, reaper, exit, exe }
+    }
+
+    fn get(&self, id: &str) -> ttrpc::Result<Arc<Cell>> {
+        self.containers
+            .lock()
+            .unwrap()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| status(Code::NOT_FOUND, format!("container {id} not found")))
+    }
+
+    /// Called on the reaper thread when a container's init exits. Draining
+    /// output can take a moment, so it runs on its own short-lived thread.
+    fn watch(&self, cell: &Arc<Cell>, pid: i32) {
+        let cell = cell.clone();
+        let events = self.events.clone();
+        self.reaper.on_exit(
+            pid,
+            Box::new(move |code| {
+                let _ = std::thread::Builder::new().name("exit".into()).spawn(move || {
+                    let (c, exit) = cell.record_exit(code);
+                    log::info!("container {} pid {pid} exited with {}", c.id, exit.code);
+                    events.publish(
+                        TASK_EXIT_EVENT_TOPIC,
+                        Box::new(TaskExit {
+                            container_id: c.id.clone(),
+                            id: c.id.clone(),
+                            pid: pid as u32,
+                            exit_status: exit.code,
+                            exited_at: MessageField::some(exit.at.clone()),
+                            ..Default::default()
+                        }),
+                    );
+                });
+            }),
+        );
+    }
+}
+
+impl Task for Service {
+    fn create(&self, _ctx: &TtrpcContext, req: api::CreateTaskRequest) -> ttrpc::Result<api::CreateTaskResponse> {
+        log::info!("create {} bundle {}", req.id, req.bundle);
+        if self.containers.lock().unwrap().contains_key(&req.id) {
+            return Err(status(Code::ALREADY_EXISTS, format!("container {} already exists", req.id)));
+        }
+        if req.terminal {
+            return Err(unimplemented("a terminal (ctr -t)"));
+        }
+        if !req.checkpoint.is_empty() {
+            return Err(unimplemented("restoring from a checkpoint"));
+        }
+        let container = Container::create(CreateRequest {
+            id: &req.id,
+            bundle: Path::new(&req.bundle),
+            rootfs: &req.rootfs,
+            io: Io { stdin: req.stdin.clone(), stdout: req.stdout.clone(), stderr: req.stderr.clone() },
+            exe: &self.exe,
+        })
+        .map_err(|e| {
+            log::error!("create {}: {e}", req.id);
+            ttrpc::Error::from(e)
+        })?;
+        let pid = container.pid;
+        if let Err(e) = container.saved().write(&container.bundle) {
+            log::warn!("write state for {}: {e}", req.id);
+        }
+        let cell = Cell::new(container);
+        self.containers.lock().unwrap().insert(req.id.clone(), cell.clone());
+        self.watch(&cell, pid);
+        self.events.publish(
+            TASK_CREATE_EVENT_TOPIC,
+            Box::new(TaskCreate {
+                container_id: req.id.clone(),
+                bundle: req.bundle.clone(),
+                rootfs: req.rootfs.clone(),
+                io: MessageField::some(TaskIO { stdin: req.stdin, stdout: req.stdout, stderr: req.stderr, terminal: req.terminal, ..Default::default() }),
+                checkpoint: req.checkpoint,
+                pid: pid as u32,
+                ..Default::default()
+            }),
+        );
+        Ok(api::CreateTaskResponse { pid: pid as u32, ..Default::default() })
+    }
+
+    fn start(&self, _ctx: &TtrpcContext, req: api::StartRequest) -> ttrpc::Result<api::StartResponse> {
+        no_exec(&req.exec_id)?;
+        let cell = self.get(&req.id)?;
+        let mut c = cell.lock();
+        c.start()?;
+        // Published under the container's lock: the exit path takes the same
+        // lock, so TaskExit can never overtake TaskStart.
+        self.events.publish(TASK_START_EVENT_TOPIC, Box::new(TaskStart { container_id: c.id.clone(), pid: c.pid as u32, ..Default::default() }));
+        Ok(api::StartResponse { pid: c.pid as u32, ..Default::default() })
+    }
+
+    fn state(&self, _ctx: &TtrpcContext, req: api::StateRequest) -> ttrpc::Result<api::StateResponse> {
+        no_exec(&req.exec_id)?;
+        let cell = self.get(&req.id)?;
+        let c = cell.lock();
+        let st = match c.status {
+            Status::Created => TaskStatus::CREATED,
+            Status::Running => TaskStatus::RUNNING,
+            Status::Stopped => TaskStatus::STOPPED,
+        };
+        Ok(api::StateResponse {
+            id: c.id.clone(),
+            bundle: c.bundle.display().to_string(),
+            pid: c.pid as u32,
+            status: st.into(),
+            stdin: c.io.stdin.clone(),
+            stdout: c.io.stdout.clone(),
+            stderr: c.io.stderr.clone(),
+            exit_status: c.exit.as_ref().map(|e| e.code).unwrap_or(0),
+            exited_at: c.exit.as_ref().map(|e| MessageField::some(e.at.clone())).unwrap_or_default(),
+            ..Default::default()
+        })
+    }
+
+    fn wait(&self, _ctx: &TtrpcContext, req: api::WaitRequest) -> ttrpc::Result<api::WaitResponse> {
+        no_exec(&req.exec_id)?;
+        let exit = self.get(&req.id)?.wait();
+        Ok(api::WaitResponse { exit_status: exit.code, exited_at: MessageField::some(exit.at), ..Default::default() })
+    }
+
+    fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> ttrpc::Result<api::Empty> {
+        no_exec(&req.exec_id)?;
+        if req.signal == 0 || req.signal > 64 {
+            return Err(status(Code::INVALID_ARGUMENT, format!("invalid signal {}: must be 1 to 64", req.signal)));
+        }
+        let cell = self.get(&req.id)?;
+        let c = cell.lock();
+        log::info!("kill {} signal {} all={}", c.id, req.signal, req.all);
+        c.kill(req.signal, req.all)?;
+        Ok(api::Empty::new())
+    }
+
+    fn delete(&self, _ctx: &TtrpcContext, req: api::DeleteRequest) -> ttrpc::Result<api::DeleteResponse> {
+        no_exec(&req.exec_id)?;
+        let cell = self.get(&req.id)?;
+        // A container that never started is killed, as runc's delete does.
+        let never_started = cell.lock().status == Status::Created;
+        if never_started {
+            let _ = cell.lock().kill(libc::SIGKILL as u32, false);
+            if cell.wait_timeout(Duration::from_secs(10)).is_none() {
+                return Err(status(Code::DEADLINE_EXCEEDED, format!("container {} did not exit after SIGKILL", req.id)));
+            }
+        }
+        let mut c = cell.lock();
+        c.destroy()?;
+        let exit = c.exit.clone().unwrap_or_else(|| crate::container::Exit { code: 0, at: Default::default() });
+        self.containers.lock().unwrap().remove(&req.id);
+        log::info!("deleted {}", c.id);
+        self.events.publish(
+            TASK_DELETE_EVENT_TOPIC,
+            Box::new(TaskDelete {
+                container_id: c.id.clone(),
+                id: c.id.clone(),
+                pid: c.pid as u32,
+                exit_status: exit.code,
+                exited_at: MessageField::some(exit.at.clone()),
+                ..Default::default()
+            }),
+        );
+        Ok(api::DeleteResponse { pid: c.pid as u32, exit_status: exit.code, exited_at: MessageField::some(exit.at), ..Default::default() })
+    }
+
+    fn pids(&self, _ctx: &TtrpcContext, req: api::PidsRequest) -> ttrpc::Result<api::PidsResponse> {
+        let cell = self.get(&req.id)?;
+        let c = cell.lock();
+        let pids = c.cgroup.procs().map_err(|e| status(Code::UNKNOWN, e))?;
+        Ok(api::PidsResponse {
+            processes: pids.into_iter().map(|pid| ProcessInfo { pid: pid as u32, ..Default::default() }).collect(),
+            ..Default::default()
+        })
+    }
+
+    fn connect(&self, _ctx: &TtrpcContext, req: api::ConnectRequest) -> ttrpc::Result<api::ConnectResponse> {
+        let task_pid = self.containers.lock().unwrap().get(&req.id).map(|c| c.lock().pid as u32).unwrap_or(0);
+        Ok(api::ConnectResponse { shim_pid: std::process::id(), task_pid, version: env!("CARGO_PKG_VERSION").into(), ..Default::default() })
+    }
+
+    fn shutdown(&self, _ctx: &TtrpcContext, _req: api::ShutdownRequest) -> ttrpc::Result<api::Empty> {
+        let left = self.containers.lock().unwrap().len();
+        if left == 0 {
+            log::info!("shutdown: no container left");
+            self.exit.signal();
+        } else {
+            log::debug!("shutdown ignored: {left} containers left");
+        }
+        Ok(api::Empty::new())
+    }
+
+    fn exec(&self, _ctx: &TtrpcContext, _req: api::ExecProcessRequest) -> ttrpc::Result<api::Empty> {
+        Err(unimplemented("Exec"))
+    }
+
+    fn resize_pty(&self, _ctx: &TtrpcContext, _req: api::ResizePtyRequest) -> ttrpc::Result<api::Empty> {
+        Err(unimplemented("ResizePty"))
+    }
+
+    fn close_io(&self, _ctx: &TtrpcContext, _req: api::CloseIORequest) -> ttrpc::Result<api::Empty> {
+        Err(unimplemented("CloseIO"))
+    }
+
+    fn pause(&self, _ctx: &TtrpcContext, _req: api::PauseRequest) -> ttrpc::Result<api::Empty> {
+        Err(unimplemented("Pause"))
+    }
+
+    fn resume(&self, _ctx: &TtrpcContext, _req: api::ResumeRequest) -> ttrpc::Result<api::Empty> {
+        Err(unimplemented("Resume"))
+    }
+
+    fn update(&self, _ctx: &TtrpcContext, _req: api::UpdateTaskRequest) -> ttrpc::Result<api::Empty> {
+        Err(unimplemented("Update"))
+    }
+
+    fn stats(&self, _ctx: &TtrpcContext, _req: api::StatsRequest) -> ttrpc::Result<api::StatsResponse> {
+        Err(unimplemented("Stats"))
+    }
+
+    fn checkpoint(&self, _ctx: &TtrpcContext, _req: api::CheckpointTaskRequest) -> ttrpc::Result<api::Empty> {
+        Err(unimplemented("Checkpoint"))
+    }
+}

@@ -1,0 +1,96 @@
+//! The `start` action: containerd asks for a shim address.
+//!
+//! Nothing but the address may reach stdout or stderr: containerd reads
+//! both, combined, as the address.
+
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use containerd_shim::Flags;
+
+use crate::server::LISTEN_FD;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("read bundle config {path}: {message}")]
+    Config { path: PathBuf, message: String },
+    #[error("listen on {path}: {source}")]
+    Listen { path: PathBuf, source: std::io::Error },
+    #[error("spawn shim server: {0}")]
+    Spawn(std::io::Error),
+    #[error("write address file: {0}")]
+    Address(std::io::Error),
+}
+
+/// The annotations that put containers in one shim: every container of a
+/// CRI pod names its sandbox, and runc's shim honours an explicit group.
+const GROUP_ANNOTATIONS: [&str; 2] = ["io.kubernetes.cri.sandbox-id", "io.containerd.runc.v2.group"];
+
+fn group_of(bundle: &Path, id: &str) -> Result<String, StartError> {
+    let path = bundle.join("config.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| StartError::Config { path: path.clone(), message: e.to_string() })?;
+    // Only annotations are needed here; a full parse (and its errors)
+    // belongs to Create, where containerd shows the message to the user.
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| StartError::Config { path, message: e.to_string() })?;
+    let group = GROUP_ANNOTATIONS.iter().find_map(|k| v.get("annotations")?.get(*k)?.as_str().map(str::to_owned));
+    Ok(group.unwrap_or_else(|| id.to_string()))
+}
+
+pub fn run(flags: &Flags) -> Result<String, StartError> {
+    let bundle = std::env::current_dir().map_err(|e| StartError::Config { path: ".".into(), message: e.to_string() })?;
+    let group = group_of(&bundle, &flags.id)?;
+    let address = containerd_shim::socket_address(&flags.address, &flags.namespace, &group);
+    let path = PathBuf::from(address.strip_prefix("unix://").unwrap_or(&address));
+
+    if UnixStream::connect(&path).is_ok() {
+        // The pod's shim is already serving: reuse it.
+        std::fs::write(bundle.join("address"), &address).map_err(StartError::Address)?;
+        return Ok(address);
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| StartError::Listen { path: path.clone(), source })?;
+    }
+    // A socket file nobody answers on is left over from a dead shim.
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixListener::bind(&path).map_err(|source| StartError::Listen { path: path.clone(), source })?;
+
+    let exe = std::env::current_exe().map_err(StartError::Spawn)?;
+    let mut cmd = Command::new(exe);
+    cmd.args(["-namespace", &flags.namespace, "-id", &flags.id, "-address", &flags.address, "-socket", &address]);
+    if !flags.publish_binary.is_empty() {
+        cmd.args(["-publish-binary", &flags.publish_binary]);
+    }
+    if flags.debug {
+        cmd.arg("-debug");
+    }
+    cmd.arg("serve").current_dir(&bundle).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    let fd = listener.as_raw_fd();
+    // SAFETY: dup2 and setsid are async-signal-safe. The server gets the
+    // listener at a fixed fd, and its own session so that nothing aimed at
+    // containerd's process group or session reaches it.
+    unsafe {
+        cmd.pre_exec(move || {
+            // dup2 onto itself would keep close-on-exec set.
+            let moved = if fd == LISTEN_FD { libc::fcntl(fd, libc::F_SETFD, 0) } else { libc::dup2(fd, LISTEN_FD) };
+            if moved == -1 || libc::setsid() == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    // The server's parent (this process) exits right away, so it is
+    // reparented to PID 1 (or the nearest subreaper).
+    cmd.spawn().map_err(StartError::Spawn)?;
+    std::fs::write(bundle.join("address"), &address).map_err(StartError::Address)?;
+    Ok(address)
+}
+
+pub fn print(address: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(address.as_bytes());
+    let _ = out.flush();
+}
