@@ -79,3 +79,24 @@ pub fn run(flags: &Flags) -> Result<(), ServerError> {
     let _ = std::fs::remove_file(path);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_task_method_is_served_under_v2_and_v3() {
+        let service = Arc::new(Service::new(
+            Arc::new(Events::start("/nonexistent".into(), "test".into())),
+            Arc::new(Reaper::default()),
+            Arc::new(ExitSignal::default()),
+        ));
+        let methods = task_methods(service);
+        for name in ["Create", "Start", "State", "Wait", "Kill", "Delete", "Pids", "Exec", "ResizePty", "CloseIO", "Pause", "Resume", "Update", "Stats", "Connect", "Shutdown", "Checkpoint"] {
+            for version in ["v2", "v3"] {
+                let key = format!("/containerd.task.{version}.Task/{name}");
+                assert!(methods.contains_key(&key), "{key} is not registered");
+            }
+        }
+    }
+}
