@@ -2,11 +2,12 @@
 //! per datagram over a SOCK_SEQPACKET socketpair, so message boundaries come
 //! from the kernel and a dead peer reads as end-of-file.
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 
 use nix::errno::Errno;
-use nix::sys::socket::{recv, send, socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
+use nix::sys::socket::{recvmsg, send, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType};
 use serde::{Deserialize, Serialize};
 
 use crate::rootfs::CgroupMounts;
@@ -38,6 +39,8 @@ pub enum FromInit {
     UserNsReady,
     /// The host pid of the process that will exec the container's program.
     Pid(i32),
+    /// The master side of the process's terminal rides along, as SCM_RIGHTS.
+    Console,
     /// The rootfs and process are set up; waiting for Start.
     Ready,
     Error(String),
@@ -47,6 +50,15 @@ pub enum FromInit {
 pub struct InitConfig {
     pub bundle: PathBuf,
     pub cgroups: CgroupMounts,
+    /// Set for an exec: join the container instead of creating it.
+    pub exec: Option<ExecConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExecConfig {
+    /// The container's init, whose namespaces the exec joins.
+    pub init_pid: i32,
+    pub process: oci_spec::runtime::Process,
 }
 
 pub struct Channel {
@@ -79,18 +91,46 @@ impl Channel {
         }
     }
 
+    /// Sends a message with an fd attached.
+    pub fn send_fd<T: Serialize>(&self, msg: &T, fd: RawFd) -> Result<(), ChannelError> {
+        let buf = serde_json::to_vec(msg).map_err(|e| ChannelError::Decode(e.to_string()))?;
+        let fds = [fd];
+        let cmsg = [ControlMessage::ScmRights(&fds)];
+        sendmsg::<()>(self.fd.as_raw_fd(), &[IoSlice::new(&buf)], &cmsg, MsgFlags::MSG_NOSIGNAL, None)
+            .map(drop)
+            .map_err(ChannelError::Io)
+    }
+
     pub fn recv<T: for<'de> Deserialize<'de>>(&self) -> Result<T, ChannelError> {
+        self.recv_fd().map(|(m, _)| m)
+    }
+
+    /// Receives a message and the fd that came with it, if any.
+    pub fn recv_fd<T: for<'de> Deserialize<'de>>(&self) -> Result<(T, Option<OwnedFd>), ChannelError> {
         let mut buf = vec![0u8; 64 * 1024];
-        let n = loop {
-            match recv(self.fd.as_fd().as_raw_fd(), &mut buf, MsgFlags::empty()) {
+        let mut space = nix::cmsg_space!([RawFd; 1]);
+        let (n, fd) = loop {
+            let mut iov = [IoSliceMut::new(&mut buf)];
+            match recvmsg::<()>(self.fd.as_fd().as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC) {
                 Err(Errno::EINTR) => continue,
                 Err(Errno::ECONNRESET) => return Err(ChannelError::Closed),
-                r => break r.map_err(ChannelError::Io)?,
+                Err(e) => return Err(ChannelError::Io(e)),
+                Ok(msg) => {
+                    let mut fd = None;
+                    for c in msg.cmsgs().map_err(ChannelError::Io)? {
+                        if let ControlMessageOwned::ScmRights(fds) = c {
+                            // SAFETY: the kernel installed these fds for us.
+                            fd = fds.first().map(|f| unsafe { OwnedFd::from_raw_fd(*f) });
+                        }
+                    }
+                    break (msg.bytes, fd);
+                }
             }
         };
         if n == 0 {
             return Err(ChannelError::Closed);
         }
-        serde_json::from_slice(&buf[..n]).map_err(|e| ChannelError::Decode(e.to_string()))
+        let msg = serde_json::from_slice(&buf[..n]).map_err(|e| ChannelError::Decode(e.to_string()))?;
+        Ok((msg, fd))
     }
 }

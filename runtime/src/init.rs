@@ -14,7 +14,10 @@ use std::path::Path;
 use nix::sched::CloneFlags;
 use nix::unistd::{fork, ForkResult};
 
+use oci_spec::runtime::Process;
+
 use crate::channel::{Channel, FromInit, InitConfig, ToInit};
+use crate::console;
 use crate::namespaces::{self, Plan};
 use crate::process::{self, ExecArgs};
 use crate::rootfs::{self, RootfsContext};
@@ -36,6 +39,8 @@ pub enum InitError {
     Channel(#[from] crate::channel::ChannelError),
     #[error("{what}: {errno}")]
     Sys { what: String, errno: nix::errno::Errno },
+    #[error("{0}")]
+    Console(#[from] console::ConsoleError),
     #[error("{0}")]
     Unsupported(String),
 }
@@ -84,12 +89,18 @@ fn stage1(chan: &Channel) -> Result<(), InitError> {
     let ToInit::Config(config) = chan.recv()? else {
         return Err(InitError::Unsupported("expected the init config first".into()));
     };
-    let bundle = Bundle::load(&config.bundle)?;
-    let linux = bundle.spec.linux().clone().unwrap_or_default();
-    let plan = Plan::from_spec(linux.namespaces().as_deref().unwrap_or_default());
-    if !plan.has(CloneFlags::CLONE_NEWNS) {
-        return Err(InitError::Unsupported("the spec must ask for a mount namespace".into()));
-    }
+    let (plan, job) = match &config.exec {
+        Some(exec) => (namespaces::plan_join(exec.init_pid).map_err(sys_err(format!("read namespaces of pid {}", exec.init_pid)))?, Job::Exec(exec.process.clone())),
+        None => {
+            let bundle = Bundle::load(&config.bundle)?;
+            let linux = bundle.spec.linux().clone().unwrap_or_default();
+            let plan = Plan::from_spec(linux.namespaces().as_deref().unwrap_or_default());
+            if !plan.has(CloneFlags::CLONE_NEWNS) {
+                return Err(InitError::Unsupported("the spec must ask for a mount namespace".into()));
+            }
+            (plan, Job::Init(Box::new(bundle)))
+        }
+    };
 
     let fds = namespaces::open_all(&plan)?;
     namespaces::join_all(fds)?;
@@ -109,13 +120,17 @@ fn stage1(chan: &Channel) -> Result<(), InitError> {
 
     // SAFETY: this process is single-threaded (fresh from exec, no thread
     // spawned), so the child may run arbitrary code.
-    match unsafe { fork() }.map_err(sys_err("fork into the new pid namespace"))? {
+    match unsafe { fork() }.map_err(sys_err("fork into the pid namespace"))? {
         ForkResult::Parent { child } => {
             chan.send(&FromInit::Pid(child.as_raw()))?;
             Ok(())
         }
         ForkResult::Child => {
-            let code = match stage2(chan, &bundle, &config, &plan) {
+            let r = match &job {
+                Job::Init(bundle) => stage2_init(chan, bundle, &config, &plan),
+                Job::Exec(process) => stage2_exec(chan, process, &plan),
+            };
+            let code = match r {
                 Ok(never) => match never {},
                 Err(e) => {
                     let _ = chan.send(&FromInit::Error(e.to_string()));
@@ -127,19 +142,42 @@ fn stage1(chan: &Channel) -> Result<(), InitError> {
     }
 }
 
+/// What stage 2 turns into.
+enum Job {
+    Init(Box<Bundle>),
+    Exec(Process),
+}
+
 enum Never {}
 
-fn stage2(chan: &Channel, bundle: &Bundle, config: &InitConfig, plan: &Plan) -> Result<Never, InitError> {
+/// Common start of stage 2: its own session, so that it can take a
+/// controlling terminal, and a umask that leaves modes as asked.
+fn stage2_common() -> Result<(), InitError> {
     set_name("rsv2-init2");
+    // Restore what the shim changed for itself: the container starts with
+    // default signal handling and nothing blocked, as after runc.
+    // SAFETY: resetting a disposition and the signal mask.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
+    nix::unistd::setsid().map_err(sys_err("setsid"))?;
+    nix::sys::stat::umask(nix::sys::stat::Mode::empty());
+    Ok(())
+}
+
+fn stage2_init(chan: &Channel, bundle: &Bundle, config: &InitConfig, plan: &Plan) -> Result<Never, InitError> {
+    stage2_common()?;
     let sys = Linux;
     let spec = &bundle.spec;
     let linux = spec.linux().clone().unwrap_or_default();
     let process = spec.process().clone().unwrap_or_default();
 
-    // The container is its own session, as under runc.
-    nix::unistd::setsid().map_err(sys_err("setsid"))?;
-    // Device nodes and mount points get exactly the modes asked for.
-    nix::sys::stat::umask(nix::sys::stat::Mode::empty());
+    if linux.seccomp().is_some() {
+        return Err(InitError::Unsupported("linux.seccomp is not supported yet; run without a seccomp profile".into()));
+    }
 
     let ctx = RootfsContext {
         rootfs: &bundle.rootfs,
@@ -153,6 +191,11 @@ fn stage2(chan: &Channel, bundle: &Bundle, config: &InitConfig, plan: &Plan) -> 
     for (key, value) in linux.sysctl().iter().flatten() {
         let path = Path::new("/proc/sys").join(key.replace('.', "/"));
         std::fs::write(&path, value).map_err(|e| InitError::Unsupported(format!("sysctl {key}={value}: {e}")))?;
+    }
+    // The console is bound over /dev/console before the root turns
+    // read-only.
+    if process.terminal().unwrap_or(false) {
+        console::setup(chan, true)?;
     }
     rootfs::readonly_paths(&sys, linux.readonly_paths().as_deref().unwrap_or_default())?;
     rootfs::mask_paths(&sys, linux.masked_paths().as_deref().unwrap_or_default())?;
@@ -174,25 +217,31 @@ fn stage2(chan: &Channel, bundle: &Bundle, config: &InitConfig, plan: &Plan) -> 
             ))
         })?;
     }
+    finish(chan, &process, plan)
+}
 
+fn stage2_exec(chan: &Channel, process: &Process, plan: &Plan) -> Result<Never, InitError> {
+    stage2_common()?;
     if process.terminal().unwrap_or(false) {
-        return Err(InitError::Unsupported("process.terminal is not supported yet".into()));
+        console::setup(chan, false)?;
     }
-    if linux.seccomp().is_some() {
-        return Err(InitError::Unsupported("linux.seccomp is not supported yet; run without a seccomp profile".into()));
-    }
+    finish(chan, process, plan)
+}
 
-    process::set_rlimits(&sys, &process)?;
-    process::set_no_new_privs(&sys, &process)?;
+/// Identity, working directory and the program, then Ready, Start, execve.
+fn finish(chan: &Channel, process: &Process, plan: &Plan) -> Result<Never, InitError> {
+    let sys = Linux;
+    process::set_rlimits(&sys, process)?;
+    process::set_no_new_privs(&sys, process)?;
     // setgroups(2) is denied in a user namespace whose setgroups file says
     // deny; runc skips it there too.
     let setgroups_allowed = !plan.has(CloneFlags::CLONE_NEWUSER)
         || std::fs::read_to_string("/proc/self/setgroups").map(|s| s.trim() == "allow").unwrap_or(true);
-    process::switch_identity(&sys, &process, setgroups_allowed)?;
+    process::switch_identity(&sys, process, setgroups_allowed)?;
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(process.user().umask().unwrap_or(0o022) as libc::mode_t));
-    process::enter_cwd(&sys, &process)?;
-    let program = process::resolve_program(&process)?;
-    let exec = ExecArgs::new(&program, &process)?;
+    process::enter_cwd(&sys, process)?;
+    let program = process::resolve_program(process)?;
+    let exec = ExecArgs::new(&program, process)?;
 
     chan.send(&FromInit::Ready)?;
     match chan.recv()? {

@@ -2,7 +2,7 @@
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use oci_spec::runtime::LinuxIdMapping;
@@ -35,11 +35,11 @@ pub struct Stdio3 {
     pub stderr: OwnedFd,
 }
 
-pub struct LaunchSpec<'a> {
+pub struct LaunchSpec {
     /// Our own binary, which serves the init role.
-    pub exe: &'a Path,
+    pub exe: PathBuf,
     /// Shown in `ps` as the init stage's argument.
-    pub id: &'a str,
+    pub id: String,
     pub config: InitConfig,
     pub uid_mappings: Vec<LinuxIdMapping>,
     pub gid_mappings: Vec<LinuxIdMapping>,
@@ -50,6 +50,8 @@ pub struct LaunchSpec<'a> {
 pub struct Created {
     chan: Channel,
     pub pid: i32,
+    /// The master side of the process's terminal, if it has one.
+    pub console: Option<OwnedFd>,
 }
 
 fn map_text(maps: &[LinuxIdMapping]) -> String {
@@ -59,12 +61,14 @@ fn map_text(maps: &[LinuxIdMapping]) -> String {
 /// Spawns the init stage and drives it until the container's process is
 /// ready to exec. `enter_cgroup` runs with stage 1's pid before stage 1 may
 /// fork, so every process of the container starts inside its cgroup.
-pub fn create(spec: LaunchSpec<'_>, enter_cgroup: impl FnOnce(i32) -> Result<(), String>) -> Result<Created, LaunchError> {
+pub fn create(spec: LaunchSpec, enter_cgroup: impl FnOnce(i32) -> Result<(), String>) -> Result<Created, LaunchError> {
     let (chan, child_end) = Channel::pair()?;
     let child_fd = child_end.as_raw_fd();
-    let mut cmd = Command::new(spec.exe);
-    cmd.arg(INIT_ROLE)
-        .arg(spec.id)
+    let mut cmd = Command::new(&spec.exe);
+    // Named for `ps`, whatever path the binary was started by.
+    cmd.arg0("containerd-shim-rust-v2")
+        .arg(INIT_ROLE)
+        .arg(&spec.id)
         .env(SYNC_FD_ENV, child_fd.to_string())
         .current_dir(&spec.config.bundle)
         .stdin(Stdio::from(spec.stdio.stdin))
@@ -81,7 +85,7 @@ pub fn create(spec: LaunchSpec<'_>, enter_cgroup: impl FnOnce(i32) -> Result<(),
             Ok(())
         });
     }
-    let child = cmd.spawn().map_err(|source| LaunchError::Spawn { exe: spec.exe.to_path_buf(), source })?;
+    let child = cmd.spawn().map_err(|source| LaunchError::Spawn { exe: spec.exe.clone(), source })?;
     drop(child_end);
     // The reaper owns waitpid(-1): this handle is never waited on.
     let stage1 = child.id() as i32;
@@ -91,9 +95,14 @@ pub fn create(spec: LaunchSpec<'_>, enter_cgroup: impl FnOnce(i32) -> Result<(),
     chan.send(&ToInit::Config(spec.config))?;
 
     let mut pid = None;
+    let mut console = None;
     loop {
-        let msg = match chan.recv::<FromInit>() {
-            Ok(m) => m,
+        let msg = match chan.recv_fd::<FromInit>() {
+            Ok((FromInit::Console, fd)) => {
+                console = Some(fd.ok_or_else(|| LaunchError::Protocol("console message without an fd".into()))?);
+                continue;
+            }
+            Ok((m, _)) => m,
             Err(ChannelError::Closed) => return Err(LaunchError::Vanished { pid: pid.unwrap_or(stage1) }),
             Err(e) => return Err(e.into()),
         };
@@ -108,9 +117,10 @@ pub fn create(spec: LaunchSpec<'_>, enter_cgroup: impl FnOnce(i32) -> Result<(),
             FromInit::Pid(p) => pid = Some(p),
             FromInit::Ready => {
                 let pid = pid.ok_or_else(|| LaunchError::Protocol("ready before pid".into()))?;
-                return Ok(Created { chan, pid });
+                return Ok(Created { chan, pid, console });
             }
             FromInit::Error(e) => return Err(LaunchError::Init(e)),
+            FromInit::Console => unreachable!("handled with its fd above"),
         }
     }
 }

@@ -76,6 +76,38 @@ impl Plan {
     }
 }
 
+/// The namespaces of `pid` that differ from ours, to join for an exec.
+/// Joining one's own user namespace fails with EINVAL, so equal ones are
+/// skipped.
+pub fn plan_join(pid: i32) -> Result<Plan, nix::errno::Errno> {
+    use std::os::unix::fs::MetadataExt;
+    let mut plan = Plan { create: CloneFlags::empty(), join: Vec::new() };
+    for f in [
+        CloneFlags::CLONE_NEWUSER,
+        CloneFlags::CLONE_NEWCGROUP,
+        CloneFlags::CLONE_NEWIPC,
+        CloneFlags::CLONE_NEWUTS,
+        CloneFlags::CLONE_NEWNET,
+        CloneFlags::CLONE_NEWPID,
+        CloneFlags::from_bits_retain(libc::CLONE_NEWTIME),
+        CloneFlags::CLONE_NEWNS,
+    ] {
+        let target = PathBuf::from(format!("/proc/{pid}/ns/{}", name(f)));
+        let theirs = match std::fs::metadata(&target) {
+            Ok(m) => m,
+            // A kernel without time namespaces has no such file.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && name(f) == "time" => continue,
+            Err(e) => return Err(nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))),
+        };
+        let ours = std::fs::metadata(format!("/proc/self/ns/{}", name(f))).ok();
+        if ours.is_some_and(|o| o.ino() == theirs.ino() && o.dev() == theirs.dev()) {
+            continue;
+        }
+        plan.join.push((f, target));
+    }
+    Ok(plan)
+}
+
 /// Opens every namespace path before joining any: once the mount namespace
 /// is joined, the paths would resolve in the container's view.
 pub fn open_all(plan: &Plan) -> Result<Vec<(CloneFlags, PathBuf, OwnedFd)>, NamespaceError> {

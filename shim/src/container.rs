@@ -1,20 +1,22 @@
-//! One container and its init process: the state machine behind the Task
-//! calls, independent of ttrpc.
+//! One container, its init process and its execs: the state machine behind
+//! the Task calls, independent of ttrpc.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use cgroup::{FsCgroup, Layout, Manager};
 use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
-use runtime::channel::InitConfig;
+use oci_spec::runtime::Process;
+use runtime::channel::{ExecConfig, InitConfig};
 use runtime::launch::{self, Created, LaunchError, LaunchSpec};
 use runtime::rootfs::CgroupMounts;
 use runtime::spec::{Bundle, SpecError};
 
 use crate::rootfs_mounts::{self, RootfsMountError};
 use crate::state::Saved;
-use crate::stdio::{self, Copies, StdioError};
+use crate::stdio::{self, IoHandles, StdioError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerError {
@@ -26,14 +28,20 @@ pub enum ContainerError {
     Stdio(#[from] StdioError),
     #[error("{0}")]
     Cgroup(#[from] cgroup::CgroupError),
-    #[error("create container {id}: {source}")]
-    Launch { id: String, source: LaunchError },
-    #[error("start container {id}: {source}")]
-    Start { id: String, source: LaunchError },
-    #[error("container {id} is {state}: {action} needs it {wanted}")]
-    State { id: String, state: &'static str, action: &'static str, wanted: &'static str },
-    #[error("process {pid} of container {id} already finished")]
-    Finished { id: String, pid: i32 },
+    #[error("create {what}: {source}")]
+    Launch { what: String, source: LaunchError },
+    #[error("start {what}: {source}")]
+    Start { what: String, source: LaunchError },
+    #[error("{what} is {state}: {action} needs it {wanted}")]
+    State { what: String, state: &'static str, action: &'static str, wanted: &'static str },
+    #[error("process {pid} ({what}) already finished")]
+    Finished { what: String, pid: i32 },
+    #[error("exec process {exec_id} not found in container {id}")]
+    NoExec { id: String, exec_id: String },
+    #[error("exec process {exec_id} already exists in container {id}")]
+    ExecExists { id: String, exec_id: String },
+    #[error("invalid exec process spec: {0}")]
+    ExecSpec(String),
     #[error("signal {signal} to pid {pid}: {errno}")]
     Signal { pid: i32, signal: u32, errno: nix::errno::Errno },
     #[error("{0}")]
@@ -63,22 +71,45 @@ pub struct Exit {
     pub at: Timestamp,
 }
 
+#[derive(Clone)]
 pub struct Io {
     pub stdin: String,
     pub stdout: String,
     pub stderr: String,
+    pub terminal: bool,
+}
+
+/// The init process or an exec.
+pub struct Proc {
+    /// Empty for init.
+    pub exec_id: String,
+    /// 0 until an exec is started.
+    pub pid: i32,
+    pub status: Status,
+    pub exit: Option<Exit>,
+    pub io: Io,
+    /// An exec's spec, until it is started.
+    pending: Option<Process>,
+    created: Option<Created>,
+    handles: Option<IoHandles>,
+}
+
+impl Proc {
+    fn what(&self, id: &str) -> String {
+        if self.exec_id.is_empty() {
+            format!("container {id}")
+        } else {
+            format!("exec {} of container {id}", self.exec_id)
+        }
+    }
 }
 
 pub struct Container {
     pub id: String,
     pub bundle: PathBuf,
-    pub pid: i32,
-    pub status: Status,
-    pub exit: Option<Exit>,
-    pub io: Io,
+    pub init: Proc,
+    pub execs: HashMap<String, Proc>,
     pub cgroup: Box<dyn Manager>,
-    created: Option<Created>,
-    copies: Option<Copies>,
     mounted_rootfs: Option<PathBuf>,
 }
 
@@ -98,6 +129,21 @@ pub struct CreateRequest<'a> {
 
 fn now() -> Timestamp {
     containerd_shim::util::timestamp().unwrap_or_default()
+}
+
+/// Launches an init stage with `io`, wiring its terminal if it has one.
+fn launch_with_io(
+    spec: impl FnOnce(runtime::launch::Stdio3) -> LaunchSpec,
+    io: &Io,
+    what: &str,
+    enter_cgroup: impl FnOnce(i32) -> Result<(), String>,
+) -> Result<(Created, IoHandles), ContainerError> {
+    let (stdio, mut handles) = stdio::open(&io.stdin, &io.stdout, &io.stderr, io.terminal)?;
+    let mut created = launch::create(spec(stdio), enter_cgroup).map_err(|source| ContainerError::Launch { what: what.to_string(), source })?;
+    if let Some(master) = created.console.take() {
+        handles.attach_console(master, &io.stdin, &io.stdout)?;
+    }
+    Ok((created, handles))
 }
 
 impl Container {
@@ -123,38 +169,37 @@ impl Container {
 
     fn create_on_rootfs(req: &CreateRequest<'_>) -> Result<Container, ContainerError> {
         let bundle = Bundle::load(req.bundle)?;
-        let process = bundle.spec.process().as_ref();
-        if process.and_then(|p| p.terminal()).unwrap_or(false) {
-            return Err(ContainerError::Unsupported("process.terminal is not supported yet: run without a tty (-t)".into()));
-        }
         let linux = bundle.spec.linux().clone().unwrap_or_default();
         let (cg_path, from_systemd) = cgroup::resolve(linux.cgroups_path().as_ref().and_then(|p| p.to_str()), req.id);
         if from_systemd {
             log::info!("no systemd cgroup driver: using cgroupfs path {cg_path} for {:?}", linux.cgroups_path());
         }
         let mut cg = FsCgroup::new(&cg_path)?;
-        let cgroups = CgroupMounts { v1: cg.v1_mounts(), unified: cg.layout() == Layout::Unified };
-        let (stdio, copies) = stdio::open(&req.io.stdin, &req.io.stdout, &req.io.stderr)?;
-        let ids = |m: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| m.clone().unwrap_or_default();
-        let spec = LaunchSpec {
-            exe: req.exe,
-            id: req.id,
-            config: InitConfig { bundle: req.bundle.to_path_buf(), cgroups },
-            uid_mappings: ids(linux.uid_mappings()),
-            gid_mappings: ids(linux.gid_mappings()),
-            stdio,
+        let config = InitConfig {
+            bundle: req.bundle.to_path_buf(),
+            cgroups: CgroupMounts { v1: cg.v1_mounts(), unified: cg.layout() == Layout::Unified },
+            exec: None,
         };
-        let created = launch::create(spec, |pid| cg.add_proc(pid).map_err(|e| e.to_string()))
-            .map_err(|source| ContainerError::Launch { id: req.id.to_string(), source })
-            // Limits apply once the process is ready, as runc applies them on
-            // procReady: the device rules would otherwise refuse the mknod of
-            // /dev/null and friends during rootfs setup.
-            .and_then(|created| match linux.resources() {
-                Some(r) => cg.set(r).map(|()| created).map_err(ContainerError::from),
-                None => Ok(created),
-            });
-        let created = match created {
-            Ok(c) => c,
+        let ids = |m: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| m.clone().unwrap_or_default();
+        let (uid_mappings, gid_mappings) = (ids(linux.uid_mappings()), ids(linux.gid_mappings()));
+        let exe = req.exe.to_path_buf();
+        let id = req.id.to_string();
+        let what = format!("container {}", req.id);
+        let launched = launch_with_io(
+            |stdio| LaunchSpec { exe, id, config, uid_mappings, gid_mappings, stdio },
+            &req.io,
+            &what,
+            |pid| cg.add_proc(pid).map_err(|e| e.to_string()),
+        )
+        // Limits apply once the process is ready, as runc applies them on
+        // procReady: the device rules would otherwise refuse the mknod of
+        // /dev/null and friends during rootfs setup.
+        .and_then(|launched| match linux.resources() {
+            Some(r) => cg.set(r).map(|()| launched).map_err(ContainerError::from),
+            None => Ok(launched),
+        });
+        let (created, handles) = match launched {
+            Ok(l) => l,
             Err(e) => {
                 // Stage 1, and anything it forked, is in the cgroup: this
                 // kills it all and removes the cgroup.
@@ -167,55 +212,171 @@ impl Container {
         Ok(Container {
             id: req.id.to_string(),
             bundle: req.bundle.to_path_buf(),
-            pid: created.pid,
-            status: Status::Created,
-            exit: None,
-            io: Io { stdin: req.io.stdin.clone(), stdout: req.io.stdout.clone(), stderr: req.io.stderr.clone() },
+            init: Proc {
+                exec_id: String::new(),
+                pid: created.pid,
+                status: Status::Created,
+                exit: None,
+                io: req.io.clone(),
+                pending: None,
+                created: Some(created),
+                handles: Some(handles),
+            },
+            execs: HashMap::new(),
             cgroup: Box::new(cg),
-            created: Some(created),
-            copies: Some(copies),
             mounted_rootfs: None,
         })
     }
 
     pub fn saved(&self) -> Saved {
-        Saved { pid: self.pid, cgroup: self.cgroup.path().to_string(), mounted_rootfs: self.mounted_rootfs.clone() }
+        Saved { pid: self.init.pid, cgroup: self.cgroup.path().to_string(), mounted_rootfs: self.mounted_rootfs.clone() }
     }
 
-    fn state_err(&self, action: &'static str, wanted: &'static str) -> ContainerError {
-        ContainerError::State { id: self.id.clone(), state: self.status.name(), action, wanted }
+    pub fn process(&self, exec_id: &str) -> Result<&Proc, ContainerError> {
+        if exec_id.is_empty() {
+            return Ok(&self.init);
+        }
+        self.execs.get(exec_id).ok_or_else(|| ContainerError::NoExec { id: self.id.clone(), exec_id: exec_id.to_string() })
     }
 
-    /// Lets the process exec. The caller holds the lock and publishes
-    /// TaskStart under it, so the exit can never be published first.
-    pub fn start(&mut self) -> Result<(), ContainerError> {
-        let created = self.created.take().ok_or_else(|| self.state_err("start", "created"))?;
-        created.start().map_err(|source| ContainerError::Start { id: self.id.clone(), source })?;
-        if self.status == Status::Created {
-            self.status = Status::Running;
+    fn process_mut(&mut self, exec_id: &str) -> Result<&mut Proc, ContainerError> {
+        if exec_id.is_empty() {
+            return Ok(&mut self.init);
+        }
+        let id = self.id.clone();
+        self.execs.get_mut(exec_id).ok_or(ContainerError::NoExec { id, exec_id: exec_id.to_string() })
+    }
+
+    fn state_err(&self, p: &Proc, action: &'static str, wanted: &'static str) -> ContainerError {
+        ContainerError::State { what: p.what(&self.id), state: p.status.name(), action, wanted }
+    }
+
+    /// Registers an exec; it runs on Start.
+    pub fn add_exec(&mut self, exec_id: &str, spec_json: &[u8], io: Io) -> Result<(), ContainerError> {
+        if self.execs.contains_key(exec_id) {
+            return Err(ContainerError::ExecExists { id: self.id.clone(), exec_id: exec_id.to_string() });
+        }
+        if self.init.status != Status::Running {
+            return Err(self.state_err(&self.init, "exec", "running"));
+        }
+        let process: Process = serde_json::from_slice(spec_json).map_err(|e| ContainerError::ExecSpec(e.to_string()))?;
+        if process.args().as_ref().is_none_or(|a| a.is_empty()) {
+            return Err(ContainerError::ExecSpec("args must name the program to run".into()));
+        }
+        let mut process = process;
+        process.set_terminal(Some(io.terminal));
+        self.execs.insert(
+            exec_id.to_string(),
+            Proc { exec_id: exec_id.to_string(), pid: 0, status: Status::Created, exit: None, io, pending: Some(process), created: None, handles: None },
+        );
+        Ok(())
+    }
+
+    /// Lets the process exec. For an exec, this first builds it: it joins
+    /// every namespace of init and init's cgroup, with no rootfs work. The
+    /// caller holds the lock and publishes the start event under it, so the
+    /// exit can never be published first. Returns the pid.
+    pub fn start(&mut self, exec_id: &str, exe: &Path) -> Result<i32, ContainerError> {
+        if !exec_id.is_empty() {
+            self.launch_exec(exec_id, exe)?;
+        }
+        let id = self.id.clone();
+        let p = self.process_mut(exec_id)?;
+        let Some(created) = p.created.take() else {
+            let (what, state) = (p.what(&id), p.status.name());
+            return Err(ContainerError::State { what, state, action: "start", wanted: "created" });
+        };
+        let what = p.what(&id);
+        created.start().map_err(|source| ContainerError::Start { what, source })?;
+        if p.status == Status::Created {
+            p.status = Status::Running;
+        }
+        Ok(p.pid)
+    }
+
+    fn launch_exec(&mut self, exec_id: &str, exe: &Path) -> Result<(), ContainerError> {
+        if self.init.status != Status::Running {
+            return Err(self.state_err(&self.init, "exec", "running"));
+        }
+        let init_pid = self.init.pid;
+        let bundle = self.bundle.clone();
+        let id = self.id.clone();
+        let cgroup = &mut self.cgroup;
+        let p = self.execs.get_mut(exec_id).ok_or_else(|| ContainerError::NoExec { id: id.clone(), exec_id: exec_id.to_string() })?;
+        let Some(process) = p.pending.take() else {
+            return Err(ContainerError::State { what: p.what(&id), state: p.status.name(), action: "start", wanted: "created" });
+        };
+        let config = InitConfig { bundle, cgroups: CgroupMounts::default(), exec: Some(ExecConfig { init_pid, process }) };
+        let exe = exe.to_path_buf();
+        let what = p.what(&id);
+        let (created, handles) = launch_with_io(
+            |stdio| LaunchSpec {
+                exe,
+                id: id.clone(),
+                config,
+                uid_mappings: Vec::new(),
+                gid_mappings: Vec::new(),
+                stdio,
+            },
+            &p.io,
+            &what,
+            |pid| cgroup.add_proc(pid).map_err(|e| e.to_string()),
+        )?;
+        p.pid = created.pid;
+        p.created = Some(created);
+        p.handles = Some(handles);
+        Ok(())
+    }
+
+    pub fn kill(&self, exec_id: &str, signal: u32, all: bool) -> Result<(), ContainerError> {
+        if all && exec_id.is_empty() {
+            return Ok(self.cgroup.kill_all(signal as i32)?);
+        }
+        let p = self.process(exec_id)?;
+        if p.status == Status::Stopped || p.pid == 0 {
+            return Err(ContainerError::Finished { what: p.what(&self.id), pid: p.pid });
+        }
+        // SAFETY: kill(2) with plain integers.
+        let r = unsafe { libc::kill(p.pid, signal as i32) };
+        nix::errno::Errno::result(r).map(drop).map_err(|errno| match errno {
+            nix::errno::Errno::ESRCH => ContainerError::Finished { what: p.what(&self.id), pid: p.pid },
+            errno => ContainerError::Signal { pid: p.pid, signal, errno },
+        })
+    }
+
+    pub fn close_io(&self, exec_id: &str) -> Result<(), ContainerError> {
+        if let Some(h) = &self.process(exec_id)?.handles {
+            h.close_stdin();
         }
         Ok(())
     }
 
-    pub fn kill(&self, signal: u32, all: bool) -> Result<(), ContainerError> {
-        if all {
-            return Ok(self.cgroup.kill_all(signal as i32)?);
+    pub fn resize(&self, exec_id: &str, width: u32, height: u32) -> Result<(), ContainerError> {
+        match &self.process(exec_id)?.handles {
+            Some(h) => Ok(h.resize(width, height)?),
+            None => Err(StdioError::NoTerminal.into()),
         }
-        if self.status == Status::Stopped {
-            return Err(ContainerError::Finished { id: self.id.clone(), pid: self.pid });
+    }
+
+    /// Forgets a finished exec.
+    pub fn delete_exec(&mut self, exec_id: &str) -> Result<Proc, ContainerError> {
+        let p = self.process(exec_id)?;
+        if p.status == Status::Running {
+            return Err(self.state_err(p, "delete", "stopped"));
         }
-        // SAFETY: kill(2) with plain integers.
-        let r = unsafe { libc::kill(self.pid, signal as i32) };
-        nix::errno::Errno::result(r).map(drop).map_err(|errno| match errno {
-            nix::errno::Errno::ESRCH => ContainerError::Finished { id: self.id.clone(), pid: self.pid },
-            errno => ContainerError::Signal { pid: self.pid, signal, errno },
-        })
+        let mut p = self.execs.remove(exec_id).expect("checked above");
+        if p.status == Status::Created && p.pid != 0 {
+            // Built but never started: it waits on its sync socket, which
+            // dropping `created` closes, so it exits.
+            p.created = None;
+        }
+        Ok(p)
     }
 
     /// Kills what is left, removes the cgroup and our mounts and state.
     pub fn destroy(&mut self) -> Result<(), ContainerError> {
-        if self.status != Status::Stopped {
-            return Err(self.state_err("delete", "stopped"));
+        if self.init.status != Status::Stopped {
+            return Err(self.state_err(&self.init, "delete", "stopped"));
         }
         self.cgroup.destroy()?;
         if let Some(rootfs) = self.mounted_rootfs.take() {
@@ -235,38 +396,48 @@ impl Cell {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Records the init process's exit. Output is drained first, so that
-    /// everything the process wrote reaches containerd before TaskExit.
-    /// Returns the exit, for the caller to publish under the same lock.
-    pub fn record_exit<'a>(&'a self, code: i32) -> (MutexGuard<'a, Container>, Exit) {
-        let copies = self.lock().copies.take();
-        if let Some(mut c) = copies {
-            c.drain(Duration::from_secs(2));
+    /// Records a process's exit. Its output is drained first, so that
+    /// everything it wrote reaches containerd before TaskExit. Returns the
+    /// container, still locked, for the caller to publish under the lock.
+    pub fn record_exit(&self, exec_id: &str, code: i32) -> (MutexGuard<'_, Container>, Exit) {
+        let handles = self.lock().process_mut(exec_id).ok().and_then(|p| p.handles.as_mut().map(|h| h.take_outputs()));
+        if let Some(h) = handles {
+            h.drain(Duration::from_secs(2));
         }
         let mut c = self.lock();
         let exit = Exit { code: code as u32, at: now() };
-        c.status = Status::Stopped;
-        c.exit = Some(exit.clone());
-        c.created = None;
+        if let Ok(p) = c.process_mut(exec_id) {
+            p.status = Status::Stopped;
+            p.exit = Some(exit.clone());
+            p.created = None;
+        }
+        if exec_id.is_empty() {
+            // Execs die with init: the kernel kills them when init was the
+            // pid namespace's init; otherwise we do, as runc's shim does.
+            for e in c.execs.values().filter(|e| e.status == Status::Running && e.pid > 0) {
+                // SAFETY: kill(2) with plain integers.
+                unsafe { libc::kill(e.pid, libc::SIGKILL) };
+            }
+        }
         self.exited.notify_all();
         (c, exit)
     }
 
-    /// Blocks until the init process has exited.
-    pub fn wait(&self) -> Exit {
+    /// Blocks until the process has exited.
+    pub fn wait(&self, exec_id: &str) -> Result<Exit, ContainerError> {
         let mut c = self.lock();
         loop {
-            if let Some(e) = &c.exit {
-                return e.clone();
+            if let Some(e) = &c.process(exec_id)?.exit {
+                return Ok(e.clone());
             }
             c = self.exited.wait(c).unwrap_or_else(|e| e.into_inner());
         }
     }
 
-    /// Like [`Cell::wait`], bounded.
-    pub fn wait_timeout(&self, timeout: Duration) -> Option<Exit> {
+    /// Like [`Cell::wait`] for init, bounded.
+    pub fn wait_init_timeout(&self, timeout: Duration) -> Option<Exit> {
         let c = self.lock();
-        let (c, _) = self.exited.wait_timeout_while(c, timeout, |c| c.exit.is_none()).unwrap_or_else(|e| e.into_inner());
-        c.exit.clone()
+        let (c, _) = self.exited.wait_timeout_while(c, timeout, |c| c.init.exit.is_none()).unwrap_or_else(|e| e.into_inner());
+        c.init.exit.clone()
     }
 }

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Arc;
 
 use containerd_shim::{logger::FifoLogger, ExitSignal, Flags};
@@ -42,8 +43,12 @@ fn task_methods(service: Arc<Service>) -> Methods {
 }
 
 fn init_logging(flags: &Flags) {
-    if let Ok(logger) = FifoLogger::with_path("log") {
-        let _ = log::set_boxed_logger(Box::new(logger));
+    // O_RDWR never blocks on open, whether or not containerd has opened its
+    // reader yet, and O_NONBLOCK drops a line rather than stall the shim
+    // while containerd is down and the FIFO is full.
+    let log = std::fs::OpenOptions::new().read(true).write(true).custom_flags(libc::O_NONBLOCK).open("log");
+    if let Ok(file) = log {
+        let _ = log::set_boxed_logger(Box::new(FifoLogger::with_file(file)));
     }
     let level = if flags.debug { log::LevelFilter::Debug } else { log::LevelFilter::Info };
     log::set_max_level(level);

@@ -10,14 +10,18 @@ use std::time::Duration;
 
 use containerd_shim::ExitSignal;
 use containerd_shim_protos::api::{self, Status as TaskStatus};
-use containerd_shim_protos::events::task::{TaskCreate, TaskDelete, TaskExit, TaskIO, TaskStart};
+use containerd_shim_protos::events::task::{TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskStart};
 use containerd_shim_protos::protobuf::MessageField;
 use containerd_shim_protos::shim::shim_ttrpc::Task;
-use containerd_shim_protos::topics::{TASK_CREATE_EVENT_TOPIC, TASK_DELETE_EVENT_TOPIC, TASK_EXIT_EVENT_TOPIC, TASK_START_EVENT_TOPIC};
+use containerd_shim_protos::shim::oci::ProcessDetails;
+use containerd_shim_protos::topics::{
+    TASK_CREATE_EVENT_TOPIC, TASK_DELETE_EVENT_TOPIC, TASK_EXEC_ADDED_EVENT_TOPIC, TASK_EXEC_STARTED_EVENT_TOPIC, TASK_EXIT_EVENT_TOPIC,
+    TASK_START_EVENT_TOPIC,
+};
 use containerd_shim_protos::types::task::ProcessInfo;
 use ttrpc::{Code, TtrpcContext};
 
-use crate::container::{Cell, Container, ContainerError, CreateRequest, Io, Status};
+use crate::container::{Cell, Container, ContainerError, CreateRequest, Exit, Io, Status};
 use crate::events::Events;
 use crate::reaper::Reaper;
 
@@ -41,7 +45,9 @@ impl From<ContainerError> for ttrpc::Error {
     fn from(e: ContainerError) -> ttrpc::Error {
         let code = match &e {
             ContainerError::Spec(_) => Code::INVALID_ARGUMENT,
-            ContainerError::Finished { .. } => Code::NOT_FOUND,
+            ContainerError::Finished { .. } | ContainerError::NoExec { .. } => Code::NOT_FOUND,
+            ContainerError::ExecExists { .. } => Code::ALREADY_EXISTS,
+            ContainerError::ExecSpec(_) => Code::INVALID_ARGUMENT,
             ContainerError::State { .. } => Code::FAILED_PRECONDITION,
             ContainerError::Unsupported(_) => Code::UNIMPLEMENTED,
             _ => Code::UNKNOWN,
@@ -50,18 +56,11 @@ impl From<ContainerError> for ttrpc::Error {
     }
 }
 
-fn no_exec(exec_id: &str) -> ttrpc::Result<()> {
-    if exec_id.is_empty() {
-        Ok(())
-    } else {
-        Err(status(Code::NOT_FOUND, format!("exec process {exec_id} not found")))
-    }
-}
-
 impl Service {
     pub fn new(events: Arc<Events>, reaper: Arc<Reaper>, exit: Arc<ExitSignal>) -> Service {
-        let exe = std::fs::read_link("/proc/self/exe").unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
-        Service { containers: Mutex::new(HashMap::new()), events, reaper, exit, exe }
+        // /proc/self/exe still works after the binary on disk was replaced
+        // by an upgrade, which a path read from it would not.
+        Service { containers: Mutex::new(HashMap::new()), events, reaper, exit, exe: PathBuf::from("/proc/self/exe") }
     }
 
     fn get(&self, id: &str) -> ttrpc::Result<Arc<Cell>> {
@@ -73,22 +72,24 @@ impl Service {
             .ok_or_else(|| status(Code::NOT_FOUND, format!("container {id} not found")))
     }
 
-    /// Called on the reaper thread when a container's init exits. Draining
-    /// output can take a moment, so it runs on its own short-lived thread.
-    fn watch(&self, cell: &Arc<Cell>, pid: i32) {
+    /// Called on the reaper thread when a process of the container exits.
+    /// Draining output can take a moment, so it runs on its own short-lived
+    /// thread.
+    fn watch(&self, cell: &Arc<Cell>, exec_id: &str, pid: i32) {
         let cell = cell.clone();
         let events = self.events.clone();
+        let exec_id = exec_id.to_string();
         self.reaper.on_exit(
             pid,
             Box::new(move |code| {
                 let _ = std::thread::Builder::new().name("exit".into()).spawn(move || {
-                    let (c, exit) = cell.record_exit(code);
-                    log::info!("container {} pid {pid} exited with {}", c.id, exit.code);
+                    let (c, exit) = cell.record_exit(&exec_id, code);
+                    log::info!("container {} process {exec_id:?} pid {pid} exited with {}", c.id, exit.code);
                     events.publish(
                         TASK_EXIT_EVENT_TOPIC,
                         Box::new(TaskExit {
                             container_id: c.id.clone(),
-                            id: c.id.clone(),
+                            id: if exec_id.is_empty() { c.id.clone() } else { exec_id.clone() },
                             pid: pid as u32,
                             exit_status: exit.code,
                             exited_at: MessageField::some(exit.at.clone()),
@@ -107,9 +108,6 @@ impl Task for Service {
         if self.containers.lock().unwrap().contains_key(&req.id) {
             return Err(status(Code::ALREADY_EXISTS, format!("container {} already exists", req.id)));
         }
-        if req.terminal {
-            return Err(unimplemented("a terminal (ctr -t)"));
-        }
         if !req.checkpoint.is_empty() {
             return Err(unimplemented("restoring from a checkpoint"));
         }
@@ -117,20 +115,20 @@ impl Task for Service {
             id: &req.id,
             bundle: Path::new(&req.bundle),
             rootfs: &req.rootfs,
-            io: Io { stdin: req.stdin.clone(), stdout: req.stdout.clone(), stderr: req.stderr.clone() },
+            io: Io { stdin: req.stdin.clone(), stdout: req.stdout.clone(), stderr: req.stderr.clone(), terminal: req.terminal },
             exe: &self.exe,
         })
         .map_err(|e| {
             log::error!("create {}: {e}", req.id);
             ttrpc::Error::from(e)
         })?;
-        let pid = container.pid;
+        let pid = container.init.pid;
         if let Err(e) = container.saved().write(&container.bundle) {
             log::warn!("write state for {}: {e}", req.id);
         }
         let cell = Cell::new(container);
         self.containers.lock().unwrap().insert(req.id.clone(), cell.clone());
-        self.watch(&cell, pid);
+        self.watch(&cell, "", pid);
         self.events.publish(
             TASK_CREATE_EVENT_TOPIC,
             Box::new(TaskCreate {
@@ -147,71 +145,86 @@ impl Task for Service {
     }
 
     fn start(&self, _ctx: &TtrpcContext, req: api::StartRequest) -> ttrpc::Result<api::StartResponse> {
-        no_exec(&req.exec_id)?;
         let cell = self.get(&req.id)?;
         let mut c = cell.lock();
-        c.start()?;
+        let pid = c.start(&req.exec_id, &self.exe)?;
+        if !req.exec_id.is_empty() {
+            // Registered before the exec may exit; the reaper holds an exit
+            // that beats us here.
+            self.watch(&cell, &req.exec_id, pid);
+        }
         // Published under the container's lock: the exit path takes the same
-        // lock, so TaskExit can never overtake TaskStart.
-        self.events.publish(TASK_START_EVENT_TOPIC, Box::new(TaskStart { container_id: c.id.clone(), pid: c.pid as u32, ..Default::default() }));
-        Ok(api::StartResponse { pid: c.pid as u32, ..Default::default() })
+        // lock, so the exit event can never overtake the start event.
+        if req.exec_id.is_empty() {
+            self.events.publish(TASK_START_EVENT_TOPIC, Box::new(TaskStart { container_id: c.id.clone(), pid: pid as u32, ..Default::default() }));
+        } else {
+            self.events.publish(
+                TASK_EXEC_STARTED_EVENT_TOPIC,
+                Box::new(TaskExecStarted { container_id: c.id.clone(), exec_id: req.exec_id.clone(), pid: pid as u32, ..Default::default() }),
+            );
+        }
+        Ok(api::StartResponse { pid: pid as u32, ..Default::default() })
     }
 
     fn state(&self, _ctx: &TtrpcContext, req: api::StateRequest) -> ttrpc::Result<api::StateResponse> {
-        no_exec(&req.exec_id)?;
         let cell = self.get(&req.id)?;
         let c = cell.lock();
-        let st = match c.status {
+        let p = c.process(&req.exec_id)?;
+        let st = match p.status {
             Status::Created => TaskStatus::CREATED,
             Status::Running => TaskStatus::RUNNING,
             Status::Stopped => TaskStatus::STOPPED,
         };
         Ok(api::StateResponse {
-            id: c.id.clone(),
+            id: if req.exec_id.is_empty() { c.id.clone() } else { req.exec_id.clone() },
             bundle: c.bundle.display().to_string(),
-            pid: c.pid as u32,
+            pid: p.pid as u32,
             status: st.into(),
-            stdin: c.io.stdin.clone(),
-            stdout: c.io.stdout.clone(),
-            stderr: c.io.stderr.clone(),
-            exit_status: c.exit.as_ref().map(|e| e.code).unwrap_or(0),
-            exited_at: c.exit.as_ref().map(|e| MessageField::some(e.at.clone())).unwrap_or_default(),
+            stdin: p.io.stdin.clone(),
+            stdout: p.io.stdout.clone(),
+            stderr: p.io.stderr.clone(),
+            terminal: p.io.terminal,
+            exit_status: p.exit.as_ref().map(|e| e.code).unwrap_or(0),
+            exited_at: p.exit.as_ref().map(|e| MessageField::some(e.at.clone())).unwrap_or_default(),
+            exec_id: req.exec_id,
             ..Default::default()
         })
     }
 
     fn wait(&self, _ctx: &TtrpcContext, req: api::WaitRequest) -> ttrpc::Result<api::WaitResponse> {
-        no_exec(&req.exec_id)?;
-        let exit = self.get(&req.id)?.wait();
+        let exit = self.get(&req.id)?.wait(&req.exec_id)?;
         Ok(api::WaitResponse { exit_status: exit.code, exited_at: MessageField::some(exit.at), ..Default::default() })
     }
 
     fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> ttrpc::Result<api::Empty> {
-        no_exec(&req.exec_id)?;
         if req.signal == 0 || req.signal > 64 {
             return Err(status(Code::INVALID_ARGUMENT, format!("invalid signal {}: must be 1 to 64", req.signal)));
         }
         let cell = self.get(&req.id)?;
         let c = cell.lock();
-        log::info!("kill {} signal {} all={}", c.id, req.signal, req.all);
-        c.kill(req.signal, req.all)?;
+        log::info!("kill {} {:?} signal {} all={}", c.id, req.exec_id, req.signal, req.all);
+        c.kill(&req.exec_id, req.signal, req.all)?;
         Ok(api::Empty::new())
     }
 
     fn delete(&self, _ctx: &TtrpcContext, req: api::DeleteRequest) -> ttrpc::Result<api::DeleteResponse> {
-        no_exec(&req.exec_id)?;
         let cell = self.get(&req.id)?;
+        if !req.exec_id.is_empty() {
+            let p = cell.lock().delete_exec(&req.exec_id)?;
+            let exit = p.exit.unwrap_or(Exit { code: 0, at: Default::default() });
+            return Ok(api::DeleteResponse { pid: p.pid as u32, exit_status: exit.code, exited_at: MessageField::some(exit.at), ..Default::default() });
+        }
         // A container that never started is killed, as runc's delete does.
-        let never_started = cell.lock().status == Status::Created;
+        let never_started = cell.lock().init.status == Status::Created;
         if never_started {
-            let _ = cell.lock().kill(libc::SIGKILL as u32, false);
-            if cell.wait_timeout(Duration::from_secs(10)).is_none() {
+            let _ = cell.lock().kill("", libc::SIGKILL as u32, false);
+            if cell.wait_init_timeout(Duration::from_secs(10)).is_none() {
                 return Err(status(Code::DEADLINE_EXCEEDED, format!("container {} did not exit after SIGKILL", req.id)));
             }
         }
         let mut c = cell.lock();
         c.destroy()?;
-        let exit = c.exit.clone().unwrap_or_else(|| crate::container::Exit { code: 0, at: Default::default() });
+        let exit = c.init.exit.clone().unwrap_or(Exit { code: 0, at: Default::default() });
         self.containers.lock().unwrap().remove(&req.id);
         log::info!("deleted {}", c.id);
         self.events.publish(
@@ -219,27 +232,36 @@ impl Task for Service {
             Box::new(TaskDelete {
                 container_id: c.id.clone(),
                 id: c.id.clone(),
-                pid: c.pid as u32,
+                pid: c.init.pid as u32,
                 exit_status: exit.code,
                 exited_at: MessageField::some(exit.at.clone()),
                 ..Default::default()
             }),
         );
-        Ok(api::DeleteResponse { pid: c.pid as u32, exit_status: exit.code, exited_at: MessageField::some(exit.at), ..Default::default() })
+        Ok(api::DeleteResponse { pid: c.init.pid as u32, exit_status: exit.code, exited_at: MessageField::some(exit.at), ..Default::default() })
     }
 
     fn pids(&self, _ctx: &TtrpcContext, req: api::PidsRequest) -> ttrpc::Result<api::PidsResponse> {
         let cell = self.get(&req.id)?;
         let c = cell.lock();
         let pids = c.cgroup.procs().map_err(|e| status(Code::UNKNOWN, e))?;
-        Ok(api::PidsResponse {
-            processes: pids.into_iter().map(|pid| ProcessInfo { pid: pid as u32, ..Default::default() }).collect(),
-            ..Default::default()
-        })
+        let processes = pids
+            .into_iter()
+            .map(|pid| {
+                // Execs are named, as containerd's runc shim does, so
+                // `ctr task ps` can show which exec a pid belongs to.
+                let info = c.execs.values().find(|e| e.pid == pid).and_then(|e| {
+                    let details = ProcessDetails { exec_id: e.exec_id.clone(), ..Default::default() };
+                    containerd_shim_protos::protobuf::well_known_types::any::Any::pack(&details).ok()
+                });
+                ProcessInfo { pid: pid as u32, info: info.into(), ..Default::default() }
+            })
+            .collect();
+        Ok(api::PidsResponse { processes, ..Default::default() })
     }
 
     fn connect(&self, _ctx: &TtrpcContext, req: api::ConnectRequest) -> ttrpc::Result<api::ConnectResponse> {
-        let task_pid = self.containers.lock().unwrap().get(&req.id).map(|c| c.lock().pid as u32).unwrap_or(0);
+        let task_pid = self.containers.lock().unwrap().get(&req.id).map(|c| c.lock().init.pid as u32).unwrap_or(0);
         Ok(api::ConnectResponse { shim_pid: std::process::id(), task_pid, version: env!("CARGO_PKG_VERSION").into(), ..Default::default() })
     }
 
@@ -254,16 +276,27 @@ impl Task for Service {
         Ok(api::Empty::new())
     }
 
-    fn exec(&self, _ctx: &TtrpcContext, _req: api::ExecProcessRequest) -> ttrpc::Result<api::Empty> {
-        Err(unimplemented("Exec"))
+    fn exec(&self, _ctx: &TtrpcContext, req: api::ExecProcessRequest) -> ttrpc::Result<api::Empty> {
+        let cell = self.get(&req.id)?;
+        let mut c = cell.lock();
+        let spec = req.spec.as_ref().map(|a| a.value.as_slice()).unwrap_or_default();
+        let io = Io { stdin: req.stdin, stdout: req.stdout, stderr: req.stderr, terminal: req.terminal };
+        c.add_exec(&req.exec_id, spec, io)?;
+        log::info!("exec {} added to {}", req.exec_id, c.id);
+        self.events.publish(TASK_EXEC_ADDED_EVENT_TOPIC, Box::new(TaskExecAdded { container_id: c.id.clone(), exec_id: req.exec_id, ..Default::default() }));
+        Ok(api::Empty::new())
     }
 
-    fn resize_pty(&self, _ctx: &TtrpcContext, _req: api::ResizePtyRequest) -> ttrpc::Result<api::Empty> {
-        Err(unimplemented("ResizePty"))
+    fn resize_pty(&self, _ctx: &TtrpcContext, req: api::ResizePtyRequest) -> ttrpc::Result<api::Empty> {
+        self.get(&req.id)?.lock().resize(&req.exec_id, req.width, req.height)?;
+        Ok(api::Empty::new())
     }
 
-    fn close_io(&self, _ctx: &TtrpcContext, _req: api::CloseIORequest) -> ttrpc::Result<api::Empty> {
-        Err(unimplemented("CloseIO"))
+    fn close_io(&self, _ctx: &TtrpcContext, req: api::CloseIORequest) -> ttrpc::Result<api::Empty> {
+        if req.stdin {
+            self.get(&req.id)?.lock().close_io(&req.exec_id)?;
+        }
+        Ok(api::Empty::new())
     }
 
     fn pause(&self, _ctx: &TtrpcContext, _req: api::PauseRequest) -> ttrpc::Result<api::Empty> {

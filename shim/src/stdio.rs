@@ -8,10 +8,11 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{channel, Receiver};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use runtime::launch::Stdio3;
@@ -24,24 +25,101 @@ pub enum StdioError {
     Pipe(nix::errno::Errno),
     #[error("stdio uri {0} is not supported yet: use a fifo or file path")]
     Unsupported(String),
+    #[error("the process has no terminal")]
+    NoTerminal,
+    #[error("resize terminal: {0}")]
+    Resize(nix::errno::Errno),
 }
 
-/// Threads copying the container's output; each signals when it hit EOF.
-pub struct Copies {
+/// A process's side of the IO: output copies to drain, stdin to close, and
+/// the terminal master to resize.
+pub struct IoHandles {
     done: Vec<Receiver<()>>,
+    stdin: SharedWriter,
+    console: Option<File>,
 }
 
-impl Copies {
+/// The writer end that feeds the process's stdin, shared between the copy
+/// thread and CloseIO.
+#[derive(Clone, Default)]
+struct SharedWriter(Arc<Mutex<Option<File>>>);
+
+impl SharedWriter {
+    fn set(&self, f: File) {
+        *self.0.lock().unwrap() = Some(f);
+    }
+    fn close(&self) {
+        self.0.lock().unwrap().take();
+    }
+}
+
+impl Write for SharedWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self.0.lock().unwrap().as_mut() {
+            Some(f) => f.write(buf),
+            None => Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe)),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The output copies of a process, to wait for before reporting its exit.
+pub struct Drain(Vec<Receiver<()>>);
+
+impl Drain {
     /// Waits until every output copy has finished, at most `timeout`: a
     /// process that left a child holding the pipe must not hold up its exit.
-    pub fn drain(&mut self, timeout: Duration) {
+    pub fn drain(self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
-        for rx in self.done.drain(..) {
+        for rx in self.0 {
             let left = deadline.saturating_duration_since(Instant::now());
             if rx.recv_timeout(left).is_err() {
                 log::warn!("output copy did not finish within {timeout:?}");
             }
         }
+    }
+}
+
+impl IoHandles {
+    pub fn take_outputs(&mut self) -> Drain {
+        Drain(std::mem::take(&mut self.done))
+    }
+
+    /// CloseIO: the process sees end-of-file on stdin once it has read
+    /// what was already delivered.
+    pub fn close_stdin(&self) {
+        self.stdin.close();
+    }
+
+    /// ResizePty.
+    pub fn resize(&self, width: u32, height: u32) -> Result<(), StdioError> {
+        let Some(console) = &self.console else { return Err(StdioError::NoTerminal) };
+        let ws = libc::winsize { ws_row: height as u16, ws_col: width as u16, ws_xpixel: 0, ws_ypixel: 0 };
+        // SAFETY: TIOCSWINSZ with a valid winsize on the pty master we own.
+        let r = unsafe { libc::ioctl(console.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+        nix::errno::Errno::result(r).map(drop).map_err(StdioError::Resize)
+    }
+
+    /// Connects a terminal's master to containerd's FIFOs: stdin into it,
+    /// everything it prints to stdout (a terminal has no separate stderr).
+    pub fn attach_console(&mut self, master: OwnedFd, stdin: &str, stdout: &str) -> Result<(), StdioError> {
+        let master = File::from(master);
+        let writer = master.try_clone().map_err(|e| StdioError::Open { path: "pty master".into(), source: e })?;
+        if !stdin.is_empty() {
+            self.stdin.set(writer);
+            spawn_stdin(PathBuf::from(local_path(stdin)?), self.stdin.clone());
+        }
+        if !stdout.is_empty() {
+            let sink = open_sink(stdout)?;
+            let (tx, rx) = channel();
+            self.done.push(rx);
+            let reader = master.try_clone().map_err(|e| StdioError::Open { path: "pty master".into(), source: e })?;
+            spawn_copy("console-copy", reader, sink, Some(tx));
+        }
+        self.console = Some(master);
+        Ok(())
     }
 }
 
@@ -69,11 +147,12 @@ fn local_path(uri: &str) -> Result<&str, StdioError> {
     Ok(uri)
 }
 
-fn spawn_copy(name: &str, mut from: File, mut to: File, done: Option<std::sync::mpsc::Sender<()>>) {
+fn spawn_copy(name: &str, mut from: File, mut to: impl Write + Send + 'static, done: Option<std::sync::mpsc::Sender<()>>) {
     let _ = std::thread::Builder::new().name(name.into()).spawn(move || {
         let mut buf = vec![0u8; 32 * 1024];
         loop {
             match from.read(&mut buf) {
+                // A pty master reads EIO once every slave fd is closed.
                 Ok(0) => break,
                 Ok(n) => {
                     if let Err(e) = to.write_all(&buf[..n]) {
@@ -92,47 +171,59 @@ fn spawn_copy(name: &str, mut from: File, mut to: File, done: Option<std::sync::
     });
 }
 
-/// Opens containerd's stdio paths. An empty path means /dev/null.
-pub fn open(stdin: &str, stdout: &str, stderr: &str) -> Result<(Stdio3, Copies), StdioError> {
-    let mut done = Vec::new();
+/// Opening a FIFO for reading blocks until containerd's writer shows up, so
+/// it happens on the copy thread, not in the Task call.
+fn spawn_stdin(path: PathBuf, to: SharedWriter) {
+    let _ = std::thread::Builder::new().name("stdin".into()).spawn(move || match File::open(&path) {
+        Ok(f) => spawn_copy("stdin-copy", f, to, None),
+        Err(e) => log::warn!("open stdin {}: {e}", path.display()),
+    });
+}
 
+/// Our own end of an output FIFO (or a `file://` log).
+fn open_sink(uri: &str) -> Result<File, StdioError> {
+    let path = Path::new(local_path(uri)?);
+    // O_RDWR on a FIFO never blocks on open and never raises SIGPIPE,
+    // whether or not containerd's reader is there right now.
+    let is_file = uri.starts_with("file://");
+    OpenOptions::new()
+        .read(!is_file)
+        .write(true)
+        .append(is_file)
+        .create(is_file)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|source| StdioError::Open { path: path.into(), source })
+}
+
+/// Opens containerd's stdio paths for a process. An empty path means
+/// /dev/null. With a terminal, the process gets /dev/null here and its pty
+/// later ([`IoHandles::attach_console`]).
+pub fn open(stdin: &str, stdout: &str, stderr: &str, terminal: bool) -> Result<(Stdio3, IoHandles), StdioError> {
+    let mut io = IoHandles { done: Vec::new(), stdin: SharedWriter::default(), console: None };
+    if terminal {
+        return Ok((Stdio3 { stdin: devnull(false)?, stdout: devnull(true)?, stderr: devnull(true)? }, io));
+    }
     let stdin_fd = if stdin.is_empty() {
         devnull(false)?
     } else {
-        let path = PathBuf::from(local_path(stdin)?);
         let (r, w) = pipe()?;
-        // Opening a FIFO for reading blocks until containerd's writer shows
-        // up, so it happens on the copy thread, not in Create.
-        let _ = std::thread::Builder::new().name("stdin".into()).spawn(move || match File::open(&path) {
-            Ok(f) => spawn_copy("stdin-copy", f, File::from(w), None),
-            Err(e) => log::warn!("open stdin {}: {e}", path.display()),
-        });
+        io.stdin.set(File::from(w));
+        spawn_stdin(PathBuf::from(local_path(stdin)?), io.stdin.clone());
         r
     };
-
     let mut output = |uri: &str| -> Result<OwnedFd, StdioError> {
         if uri.is_empty() {
             return devnull(true);
         }
-        let path = Path::new(local_path(uri)?);
-        // O_RDWR on a FIFO never blocks on open and never raises SIGPIPE,
-        // whether or not containerd's reader is there right now.
-        let is_file = uri.starts_with("file://");
-        let sink = OpenOptions::new()
-            .read(!is_file)
-            .write(true)
-            .append(is_file)
-            .create(is_file)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(path)
-            .map_err(|source| StdioError::Open { path: path.into(), source })?;
+        let sink = open_sink(uri)?;
         let (r, w) = pipe()?;
         let (tx, rx) = channel();
-        done.push(rx);
+        io.done.push(rx);
         spawn_copy("output-copy", File::from(r), sink, Some(tx));
         Ok(w)
     };
     let stdout_fd = output(stdout)?;
     let stderr_fd = output(stderr)?;
-    Ok((Stdio3 { stdin: stdin_fd, stdout: stdout_fd, stderr: stderr_fd }, Copies { done }))
+    Ok((Stdio3 { stdin: stdin_fd, stdout: stdout_fd, stderr: stderr_fd }, io))
 }

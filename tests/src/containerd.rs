@@ -16,6 +16,7 @@ use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 
 use crate::ctr::{describe, output_within, Background, Run, TaskInfo, CTR_TIMEOUT};
+use crate::events::EventWatcher;
 use crate::host::{self, Process};
 use crate::{
     busybox_rootfs, require_root, runtime_under_test, shim_binary, wait_until, RUST_RUNTIME,
@@ -90,6 +91,11 @@ pub enum Leftover {
     RuntimeState(PathBuf),
     /// The shim's socket `/run/containerd/s/<hash>`.
     ShimSocket(PathBuf),
+    /// A directory named after the instance's namespace where no cgroup
+    /// belongs: `/<ns>` at the host's root or `/sys/fs/cgroup/<ns>` outside
+    /// any hierarchy, as a cgroup library that lost the hierarchy prefix of
+    /// `/<ns>/<id>` creates.
+    StrayDir(PathBuf),
 }
 
 impl fmt::Display for Leftover {
@@ -101,6 +107,7 @@ impl fmt::Display for Leftover {
             Leftover::Bundle(p) => write!(f, "bundle {}", p.display()),
             Leftover::RuntimeState(p) => write!(f, "runtime state {}", p.display()),
             Leftover::ShimSocket(p) => write!(f, "shim socket {}", p.display()),
+            Leftover::StrayDir(p) => write!(f, "stray directory {}", p.display()),
         }
     }
 }
@@ -115,6 +122,8 @@ pub struct PrivateContainerd {
     daemon: Option<Child>,
     /// Container ids handed out, to find their shim sockets at cleanup.
     ids: Mutex<Vec<String>>,
+    /// Shim group names handed out, likewise.
+    groups: Mutex<Vec<String>>,
     next_id: AtomicUsize,
 }
 
@@ -146,6 +155,7 @@ impl PrivateContainerd {
             namespace: format!("rsv2-{pid}-{n}"),
             daemon: None,
             ids: Mutex::new(Vec::new()),
+            groups: Mutex::new(Vec::new()),
             next_id: AtomicUsize::new(0),
         };
         for sub in ["root", "state", "bin", "fifo", "specs", "rootfs"] {
@@ -364,6 +374,21 @@ disabled_plugins = [
         id
     }
 
+    /// A shim group name (the value of the `io.containerd.runc.v2.group`
+    /// annotation) unique to this instance, made from `prefix`.
+    pub fn unique_group(&self, prefix: &str) -> String {
+        let group = format!(
+            "{prefix}-{}-{}",
+            self.namespace,
+            self.next_id.fetch_add(1, Ordering::SeqCst)
+        );
+        self.groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(group.clone());
+        group
+    }
+
     /// `ctr --address <sock> --namespace <ns> ARGS` ready to run.
     pub fn ctr_command<S: AsRef<str>>(&self, args: &[S]) -> Command {
         self.ctr_command_in(&self.namespace, args)
@@ -430,6 +455,12 @@ disabled_plugins = [
         output_within(&mut self.ctr_command_in(namespace, args), timeout).ok()
     }
 
+    /// Starts `ctr events` in the background, returning once it is
+    /// subscribed; see [`EventWatcher`].
+    pub fn watch_events(&self) -> EventWatcher {
+        EventWatcher::start(self)
+    }
+
     /// `ctr run ... --rootfs <busybox rootfs> ID ARGV...`, to be finished
     /// with [`Run::rm`], [`Run::detach`] or [`Run::spawn`].
     pub fn run(&self, id: &str, argv: &[&str]) -> Run<'_> {
@@ -489,6 +520,34 @@ disabled_plugins = [
         last.expect("checked above")
     }
 
+    /// Host pids of the processes of task `id`, from `ctr task ps` (a
+    /// `PID INFO` header, then one process per line).
+    pub fn task_pids(&self, id: &str) -> Vec<u32> {
+        self.ctr_ok(&["task", "ps", id])
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+            .collect()
+    }
+
+    /// Polls until the pids cgroup of container `id` holds exactly `n`
+    /// processes (e.g. a shell script has forked its children) and returns
+    /// them; panics after `timeout`.
+    pub fn wait_for_cgroup_procs(&self, id: &str, n: usize, timeout: Duration) -> Vec<u32> {
+        let dir = host::cgroup_path("pids", &self.cgroup_rel(id));
+        let mut pids = Vec::new();
+        let ok = wait_until(timeout, || {
+            pids = host::cgroup_procs(&dir);
+            pids.len() == n
+        });
+        assert!(
+            ok,
+            "{}: expected {n} processes within {timeout:?}, found {pids:?}",
+            dir.display()
+        );
+        pids
+    }
+
     /// Container ids of the namespace, from `ctr containers ls -q`.
     pub fn containers(&self) -> Vec<String> {
         self.ctr_ok(&["containers", "ls", "-q"])
@@ -538,6 +597,26 @@ disabled_plugins = [
     pub fn shim_socket(&self, id: &str) -> PathBuf {
         self.try_shim_socket(id)
             .unwrap_or_else(|e| panic!("cannot compute the shim socket of {id}: {e}"))
+    }
+
+    /// The socket of the shim serving the containers annotated with
+    /// `io.containerd.runc.v2.group = group`: the same scheme, keyed by the
+    /// group instead of a container id.
+    pub fn group_socket(&self, group: &str) -> PathBuf {
+        self.try_shim_socket(group)
+            .unwrap_or_else(|e| panic!("cannot compute the shim socket of group {group}: {e}"))
+    }
+
+    /// Directories named after our namespace that no correct runtime makes:
+    /// `/<ns>` and `/sys/fs/cgroup/<ns>` (see [`Leftover::StrayDir`]).
+    pub fn stray_dirs(&self) -> Vec<PathBuf> {
+        [
+            Path::new("/").join(&self.namespace),
+            Path::new(host::CGROUP_ROOT).join(&self.namespace),
+        ]
+        .into_iter()
+        .filter(|p| p.symlink_metadata().is_ok())
+        .collect()
     }
 
     fn try_shim_socket(&self, id: &str) -> Result<PathBuf, String> {
@@ -595,6 +674,7 @@ disabled_plugins = [
         if socket.exists() {
             found.push(Leftover::ShimSocket(socket));
         }
+        found.extend(self.stray_dirs().into_iter().map(Leftover::StrayDir));
         found
     }
 
@@ -639,6 +719,12 @@ disabled_plugins = [
         assert!(
             containers.is_empty(),
             "containers left at the end of the test: {containers:?}"
+        );
+        let stray = self.stray_dirs();
+        assert!(
+            stray.is_empty(),
+            "directories named after the namespace {} outside the cgroup hierarchies: {stray:?}",
+            self.namespace
         );
         let mut shims = Vec::new();
         let gone = wait_until(LEFTOVER_TIMEOUT, || {
@@ -753,10 +839,42 @@ disabled_plugins = [
         }
     }
 
+    /// Removes [`Self::stray_dirs`]. Their names hold our pid and instance
+    /// number, so nothing else can own them; never across a mount, and
+    /// cgroups (which only rmdir removes) deepest first.
+    fn remove_stray_dirs(&self) {
+        for dir in self.stray_dirs() {
+            eprintln!("[{}] removing stray {}", self.namespace, dir.display());
+            if !host::mounts_under(&dir).is_empty() {
+                eprintln!(
+                    "[{}] {} has mounts below it; left in place",
+                    self.namespace,
+                    dir.display()
+                );
+                continue;
+            }
+            for d in host::dirs_deepest_first(&dir) {
+                let _ = fs::remove_dir(d);
+            }
+            if dir.symlink_metadata().is_ok() {
+                if let Err(e) = fs::remove_dir_all(&dir) {
+                    eprintln!("[{}] cannot remove {}: {e}", self.namespace, dir.display());
+                }
+            }
+        }
+    }
+
     /// Removes our entries from `/run/containerd`: the sockets of our shims
     /// (a killed shim cannot remove its own) and `<dir>/<ns>` state trees.
     fn remove_run_entries(&self) {
-        let ids = self.ids.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut ids = self.ids.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        ids.extend(
+            self.groups
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .cloned(),
+        );
         for socket in ids.iter().filter_map(|id| self.try_shim_socket(id).ok()) {
             let _ = fs::remove_file(socket);
         }
@@ -782,6 +900,7 @@ impl Drop for PrivateContainerd {
         self.unmount_all();
         self.remove_cgroups();
         self.remove_run_entries();
+        self.remove_stray_dirs();
         // remove_dir_all crosses mount points: never run it over a mount.
         let mounts = host::mounts_under(&self.dir);
         if mounts.is_empty() {

@@ -12,6 +12,7 @@
 
 mod containerd;
 mod ctr;
+mod events;
 pub mod host;
 mod rootfs;
 
@@ -20,6 +21,7 @@ use std::time::{Duration, Instant};
 
 pub use containerd::{Leftover, PrivateContainerd};
 pub use ctr::{Background, Run, TaskInfo};
+pub use events::{Event, EventWatcher};
 pub use rootfs::busybox_rootfs;
 
 /// Runtime type of the shim this project builds.

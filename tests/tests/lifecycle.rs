@@ -1,0 +1,423 @@
+//! Task lifecycle through the real `ctr` against a private containerd 1.6:
+//! process listing, the event stream, shim groups and error paths.
+//!
+//! Facts about ctr 1.6 these tests rely on, checked against runc:
+//! - `ctr task ps ID` prints a `PID INFO` header, then one host pid per line;
+//! - `ctr events` prints `TIMESTAMP NAMESPACE TOPIC JSON`, with zero-valued
+//!   payload fields left out (a `/tasks/exit` with status 0 has no
+//!   `exit_status`);
+//! - ctr parses `-s N` as a raw signal number without range check, so
+//!   `-s 65` reaches the runtime;
+//! - there is no way to create a task without starting it: `ctr task start`
+//!   and `ctr run` both call Create then Start, and ctr 1.6 has no
+//!   `task create` command, so a task in the CREATED state cannot be reached
+//!   from ctr (and is not tested here).
+
+use std::process::Output;
+use std::time::Duration;
+
+use integration_tests::host;
+use integration_tests::{
+    testing_rust_shim, wait_until, Event, Leftover, PrivateContainerd, SHIM_NAME,
+};
+
+const RUNNING: &str = "RUNNING";
+const STOPPED: &str = "STOPPED";
+/// Upper bound for a task to react to a signal or a shim to tear down.
+const REACT: Duration = Duration::from_secs(20);
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Asserts that a ctr call failed and that its stderr names every needle.
+fn assert_fails_naming(ctd: &PrivateContainerd, out: &Output, what: &str, needles: &[&str]) {
+    assert!(
+        !out.status.success(),
+        "{what} succeeded but must fail\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        stdout(out),
+        stderr(out)
+    );
+    for needle in needles {
+        assert!(
+            stderr(out).contains(needle),
+            "{what}: the error does not mention {needle:?}\n--- stderr ---\n{}\n{}",
+            stderr(out),
+            ctd.log_tail(40)
+        );
+    }
+}
+
+/// Asserts that `cond` holds on every poll for `period`: for things that
+/// must not happen, such as a shim exiting while it still serves a container.
+fn stays_true(period: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    !wait_until(period, || !cond())
+}
+
+#[test]
+fn pids_lists_container_processes() {
+    let ctd = PrivateContainerd::start();
+    let id = ctd.unique_id("pids");
+    let task = ctd
+        .run(&id, &["/bin/sh", "-c", "sleep 1000 & sleep 1000 & wait"])
+        .detach();
+    let in_cgroup = ctd.wait_for_cgroup_procs(&id, 3, REACT);
+
+    let mut listed = ctd.task_pids(&id);
+    listed.sort_unstable();
+    let mut expected = in_cgroup.clone();
+    expected.sort_unstable();
+    assert_eq!(
+        listed, expected,
+        "`ctr task ps {id}` must list exactly the host pids in the container's pids cgroup"
+    );
+    assert!(
+        listed.contains(&task.pid),
+        "`ctr task ps` lacks the init pid {}: {listed:?}",
+        task.pid
+    );
+    let cgroup = host::cgroup_path("pids", &ctd.cgroup_rel(&id));
+    for pid in &listed {
+        assert!(
+            host::cgroup_procs(&cgroup).contains(pid),
+            "pid {pid} listed by ctr task ps is not in {}/cgroup.procs",
+            cgroup.display()
+        );
+    }
+    let commands: Vec<String> = listed
+        .iter()
+        .map(|pid| {
+            host::process(*pid)
+                .unwrap_or_else(|| panic!("pid {pid} listed by ctr task ps does not exist"))
+                .command()
+        })
+        .collect();
+    let sleeps = commands.iter().filter(|c| *c == "sleep 1000").count();
+    assert_eq!(
+        sleeps, 2,
+        "two of the listed processes must be the sleeps: {listed:?} -> {commands:?}"
+    );
+    let init = host::process(task.pid).expect("init is alive");
+    assert_eq!(
+        init.cmdline.first().map(String::as_str),
+        Some("/bin/sh"),
+        "the init {} is not the shell: {}",
+        task.pid,
+        init.command()
+    );
+
+    ctd.ctr_ok(&["task", "kill", "--all", "--signal", "SIGKILL", &id]);
+    ctd.wait_for_status(&id, STOPPED, REACT);
+    assert!(
+        wait_until(REACT, || listed.iter().all(|p| !host::is_alive(*p))),
+        "processes of {id} survive SIGKILL --all: {listed:?}"
+    );
+    ctd.ctr_ok(&["task", "delete", &id]);
+    ctd.ctr_ok(&["containers", "rm", &id]);
+    ctd.assert_no_leftovers(&id);
+    ctd.finish();
+}
+
+/// The `/tasks/*` events of container `id`, in order.
+fn task_events<'a>(events: &'a [Event], id: &str) -> Vec<&'a Event> {
+    events
+        .iter()
+        .filter(|e| e.topic.starts_with("/tasks/") && e.container_id() == Some(id))
+        .collect()
+}
+
+#[test]
+fn events_in_order() {
+    let ctd = PrivateContainerd::start();
+    let expected = [
+        "/tasks/create",
+        "/tasks/start",
+        "/tasks/exit",
+        "/tasks/delete",
+    ];
+    let cases: [(&[&str], u64); 2] = [(&["/bin/true"], 0), (&["/bin/sh", "-c", "exit 3"], 3)];
+    for round in 0..5 {
+        for (argv, code) in cases {
+            let id = ctd.unique_id("events");
+            let watcher = ctd.watch_events();
+            let out = ctd.run(&id, argv).rm();
+            assert_eq!(
+                out.status.code(),
+                Some(code as i32),
+                "round {round}: `ctr run --rm {id} {argv:?}`\n--- stderr ---\n{}\n{}",
+                stderr(&out),
+                ctd.log_tail(40)
+            );
+            // The shim publishes asynchronously: the delete event may trail
+            // ctr's return a little.
+            watcher.wait_for(REACT, |e| {
+                e.topic == "/tasks/delete" && e.container_id() == Some(id.as_str())
+            });
+            let raw = watcher.describe();
+            let events = watcher.stop();
+            let ours = task_events(&events, &id);
+            let topics: Vec<&str> = ours.iter().map(|e| e.topic.as_str()).collect();
+            assert_eq!(
+                topics, expected,
+                "round {round}, {id} running {argv:?}: task events out of order or missing\n{raw}\n{}",
+                ctd.log_tail(40)
+            );
+            let exit = ours[2];
+            assert_eq!(
+                exit.number("exit_status"),
+                code,
+                "round {round}: /tasks/exit of {id} running {argv:?}: {}",
+                exit.line
+            );
+            let create_pid = ours[0].number("pid");
+            assert!(create_pid > 0, "/tasks/create has no pid: {}", ours[0].line);
+            for e in &ours[1..] {
+                assert_eq!(
+                    e.number("pid"),
+                    create_pid,
+                    "round {round}: {} names another pid than /tasks/create: {}",
+                    e.topic,
+                    e.line
+                );
+            }
+            assert_eq!(
+                ours[3].number("exit_status"),
+                code,
+                "round {round}: /tasks/delete of {id} must carry the exit status: {}",
+                ours[3].line
+            );
+            ctd.assert_no_leftovers(&id);
+        }
+    }
+    ctd.finish();
+}
+
+#[test]
+fn one_shim_per_group() {
+    let ctd = PrivateContainerd::start();
+    let group = ctd.unique_group("grp");
+    let ids = [ctd.unique_id("grouped"), ctd.unique_id("grouped")];
+    let tasks: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            let mut spec = ctd.default_spec(id, &["/bin/sleep", "1000"]);
+            spec["annotations"]["io.containerd.runc.v2.group"] = group.clone().into();
+            ctd.run_config(id, ctd.write_spec(id, &spec)).detach()
+        })
+        .collect();
+
+    // The long-running servers, not short-lived `start`/`delete` runs.
+    let servers = || -> Vec<host::Process> {
+        ctd.shims()
+            .into_iter()
+            .filter(|p| !p.cmdline.iter().any(|a| a == "start" || a == "delete"))
+            .collect()
+    };
+    let found = servers();
+    assert_eq!(
+        found.len(),
+        1,
+        "two containers of group {group} must share one shim server: {:?}",
+        found
+            .iter()
+            .map(|p| format!("{}: {}", p.pid, p.command()))
+            .collect::<Vec<_>>()
+    );
+    let shim = found[0].clone();
+    if testing_rust_shim() {
+        assert!(
+            shim.cmdline[0].ends_with(SHIM_NAME) && shim.cmdline.iter().any(|a| a == "serve"),
+            "the server is not a `{SHIM_NAME} ... serve`: {}",
+            shim.command()
+        );
+    }
+    for (id, task) in ids.iter().zip(&tasks) {
+        assert_eq!(
+            host::ppid(task.pid),
+            Some(shim.pid),
+            "init {} of {id} is not a child of the group's shim {}",
+            task.pid,
+            shim.pid
+        );
+    }
+    let socket = ctd.group_socket(&group);
+    assert!(
+        socket.exists(),
+        "the group's shim socket {} does not exist",
+        socket.display()
+    );
+    for id in &ids {
+        assert!(
+            !ctd.shim_socket(id).exists(),
+            "a per-container shim socket exists for grouped {id}: {}",
+            ctd.shim_socket(id).display()
+        );
+    }
+
+    // Removing the first container must leave the shim serving the second.
+    let [first, second] = &ids;
+    ctd.remove(first);
+    assert!(
+        stays_true(Duration::from_secs(2), || host::is_alive(shim.pid)),
+        "the group's shim {} exited while still serving {second}\n{}",
+        shim.pid,
+        ctd.log_tail(40)
+    );
+    assert!(
+        socket.exists(),
+        "the group's shim socket vanished with {first}"
+    );
+    let task = ctd.task(second);
+    assert_eq!(
+        task.as_ref().map(|t| (t.pid, t.status.as_str())),
+        Some((tasks[1].pid, RUNNING)),
+        "{second} after deleting {first}: {:?}",
+        ctd.tasks()
+    );
+    assert!(
+        host::is_alive(tasks[1].pid),
+        "{second}'s init died with {first}"
+    );
+    // The shim was started for `first` and still carries its id.
+    ctd.assert_no_leftovers_except(
+        first,
+        |l| matches!(l, Leftover::Process(p) if p.pid == shim.pid),
+    );
+
+    ctd.ctr_ok(&["task", "kill", "--signal", "SIGKILL", second]);
+    ctd.wait_for_status(second, STOPPED, REACT);
+    ctd.ctr_ok(&["task", "delete", second]);
+    ctd.ctr_ok(&["containers", "rm", second]);
+    assert!(
+        wait_until(REACT, || !host::is_alive(shim.pid)),
+        "the group's shim {} outlived its last container\n{}",
+        shim.pid,
+        ctd.log_tail(40)
+    );
+    assert!(
+        wait_until(REACT, || !socket.exists()),
+        "the group's shim exited but left its socket {}",
+        socket.display()
+    );
+    for id in &ids {
+        ctd.assert_no_leftovers(id);
+    }
+    ctd.finish();
+}
+
+#[test]
+fn bad_signal_and_unknown_ids() {
+    let ctd = PrivateContainerd::start();
+    let id = ctd.unique_id("errors");
+    let task = ctd.run(&id, &["/bin/sleep", "1000"]).detach();
+    let still_running = |what: &str| {
+        let now = ctd.task(&id);
+        assert_eq!(
+            now.as_ref().map(|t| (t.pid, t.status.as_str())),
+            Some((task.pid, RUNNING)),
+            "{id} after {what}: {:?}",
+            ctd.tasks()
+        );
+        assert!(host::is_alive(task.pid), "{id}'s init died after {what}");
+    };
+
+    // Linux signals end at 64: 65 is no signal, and ctr passes numbers through.
+    // runc only says "unable to signal init: invalid argument"; our shim must
+    // name the offending signal.
+    let out = ctd.ctr(&["task", "kill", "--signal", "65", &id]);
+    let needles: &[&str] = if testing_rust_shim() { &["65"] } else { &[] };
+    assert_fails_naming(&ctd, &out, "ctr task kill -s 65", needles);
+    still_running("kill -s 65");
+
+    let out = ctd.ctr(&["task", "kill", "--exec-id", "nosuch", &id]);
+    assert_fails_naming(
+        &ctd,
+        &out,
+        "ctr task kill --exec-id nosuch",
+        &["nosuch", "not found"],
+    );
+    still_running("kill --exec-id nosuch");
+
+    // Ids without a task: an unknown container, and a container with no task.
+    let unknown = ctd.unique_id("unknown");
+    for args in [["task", "kill"], ["task", "delete"]] {
+        let out = ctd.ctr(&[args[0], args[1], &unknown]);
+        assert_fails_naming(
+            &ctd,
+            &out,
+            &format!("ctr {} {} {unknown}", args[0], args[1]),
+            &[&unknown, "not found"],
+        );
+    }
+    let taskless = ctd.unique_id("taskless");
+    let runtime = integration_tests::runtime_under_test();
+    let rootfs = ctd.rootfs().display().to_string();
+    ctd.ctr_ok(&[
+        "containers",
+        "create",
+        "--runtime",
+        &runtime,
+        "--rootfs",
+        &rootfs,
+        &taskless,
+        "/bin/true",
+    ]);
+    for args in [["task", "kill"], ["task", "delete"]] {
+        let out = ctd.ctr(&[args[0], args[1], &taskless]);
+        assert_fails_naming(
+            &ctd,
+            &out,
+            &format!("ctr {} {} {taskless}", args[0], args[1]),
+            &["no running task", "not found"],
+        );
+    }
+    ctd.ctr_ok(&["containers", "rm", &taskless]);
+    ctd.assert_no_leftovers(&taskless);
+    still_running("commands on other ids");
+
+    let fifo_dir = ctd.dir().join("fifo").display().to_string();
+    // An exec of a missing binary fails, names it, and changes nothing.
+    let out = ctd.ctr(&[
+        "task",
+        "exec",
+        "--fifo-dir",
+        &fifo_dir,
+        "--exec-id",
+        "x",
+        &id,
+        "/no/such/exec-binary",
+    ]);
+    assert_fails_naming(&ctd, &out, "ctr task exec", &["/no/such/exec-binary"]);
+    assert_eq!(
+        ctd.task_pids(&id),
+        vec![task.pid],
+        "a failed exec left processes in {id}"
+    );
+    still_running("a failed ctr task exec");
+    // A good exec with the same id afterwards works: the failed one left
+    // no registration behind.
+    let out = ctd.ctr(&[
+        "task",
+        "exec",
+        "--fifo-dir",
+        &fifo_dir,
+        "--exec-id",
+        "x",
+        &id,
+        "/bin/true",
+    ]);
+    assert!(
+        out.status.success(),
+        "ctr task exec /bin/true\n--- stderr ---\n{}",
+        stderr(&out)
+    );
+    still_running("ctr task exec");
+
+    ctd.remove(&id);
+    ctd.assert_no_leftovers(&id);
+    ctd.finish();
+}
