@@ -16,7 +16,7 @@ use runtime::spec::{Bundle, SpecError};
 
 use crate::rootfs_mounts::{self, RootfsMountError};
 use crate::state::Saved;
-use crate::stdio::{self, IoHandles, StdioError};
+use crate::stdio::{self, IoHandles, LogTarget, StdioError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerError {
@@ -106,6 +106,7 @@ impl Proc {
 
 pub struct Container {
     pub id: String,
+    namespace: String,
     pub bundle: PathBuf,
     pub init: Proc,
     pub execs: HashMap<String, Proc>,
@@ -121,6 +122,8 @@ pub struct Cell {
 
 pub struct CreateRequest<'a> {
     pub id: &'a str,
+    /// containerd's namespace, for `binary://` loggers.
+    pub namespace: &'a str,
     pub bundle: &'a Path,
     pub rootfs: &'a [containerd_shim_protos::api::Mount],
     pub io: Io,
@@ -135,10 +138,11 @@ fn now() -> Timestamp {
 fn launch_with_io(
     spec: impl FnOnce(runtime::launch::Stdio3) -> LaunchSpec,
     io: &Io,
+    target: &LogTarget<'_>,
     what: &str,
     enter_cgroup: impl FnOnce(i32) -> Result<(), String>,
 ) -> Result<(Created, IoHandles), ContainerError> {
-    let (stdio, mut handles) = stdio::open(&io.stdin, &io.stdout, &io.stderr, io.terminal)?;
+    let (stdio, mut handles) = stdio::open(&io.stdin, &io.stdout, &io.stderr, io.terminal, target)?;
     let mut created = launch::create(spec(stdio), enter_cgroup).map_err(|source| ContainerError::Launch { what: what.to_string(), source })?;
     if let Some(master) = created.console.take() {
         handles.attach_console(master, &io.stdin, &io.stdout)?;
@@ -188,6 +192,7 @@ impl Container {
         let launched = launch_with_io(
             |stdio| LaunchSpec { exe, id, config, uid_mappings, gid_mappings, stdio },
             &req.io,
+            &LogTarget { container_id: req.id, namespace: req.namespace },
             &what,
             |pid| cg.add_proc(pid).map_err(|e| e.to_string()),
         )
@@ -211,6 +216,7 @@ impl Container {
         };
         Ok(Container {
             id: req.id.to_string(),
+            namespace: req.namespace.to_string(),
             bundle: req.bundle.to_path_buf(),
             init: Proc {
                 exec_id: String::new(),
@@ -302,6 +308,7 @@ impl Container {
         let bundle = self.bundle.clone();
         let id = self.id.clone();
         let cgroup = &mut self.cgroup;
+        let namespace = &self.namespace;
         let p = self.execs.get_mut(exec_id).ok_or_else(|| ContainerError::NoExec { id: id.clone(), exec_id: exec_id.to_string() })?;
         let Some(process) = p.pending.take() else {
             return Err(ContainerError::State { what: p.what(&id), state: p.status.name(), action: "start", wanted: "created" });
@@ -319,6 +326,7 @@ impl Container {
                 stdio,
             },
             &p.io,
+            &LogTarget { container_id: &id, namespace },
             &what,
             |pid| cgroup.add_proc(pid).map_err(|e| e.to_string()),
         )?;

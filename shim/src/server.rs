@@ -68,7 +68,7 @@ pub fn run(flags: &Flags) -> Result<(), ServerError> {
     let ttrpc_address = std::env::var("TTRPC_ADDRESS").map_err(|_| ServerError::NoAddress)?;
     let events = Arc::new(Events::start(ttrpc_address, flags.namespace.clone()));
     let exit = Arc::new(ExitSignal::default());
-    let service = Arc::new(Service::new(events.clone(), reaper, exit.clone()));
+    let service = Arc::new(Service::new(&flags.namespace, events.clone(), reaper, exit.clone()));
 
     // SAFETY: `start` passed the bound listener as this fd for our use.
     let listener = unsafe { OwnedFd::from_raw_fd(LISTEN_FD) };
@@ -92,6 +92,7 @@ mod tests {
     #[test]
     fn every_task_method_is_served_under_v2_and_v3() {
         let service = Arc::new(Service::new(
+            "test",
             Arc::new(Events::start("/nonexistent".into(), "test".into())),
             Arc::new(Reaper::default()),
             Arc::new(ExitSignal::default()),

@@ -31,6 +31,7 @@ pub struct Service {
     reaper: Arc<Reaper>,
     exit: Arc<ExitSignal>,
     exe: PathBuf,
+    namespace: String,
 }
 
 fn status(code: Code, msg: impl ToString) -> ttrpc::Error {
@@ -57,10 +58,10 @@ impl From<ContainerError> for ttrpc::Error {
 }
 
 impl Service {
-    pub fn new(events: Arc<Events>, reaper: Arc<Reaper>, exit: Arc<ExitSignal>) -> Service {
+    pub fn new(namespace: &str, events: Arc<Events>, reaper: Arc<Reaper>, exit: Arc<ExitSignal>) -> Service {
         // /proc/self/exe still works after the binary on disk was replaced
         // by an upgrade, which a path read from it would not.
-        Service { containers: Mutex::new(HashMap::new()), events, reaper, exit, exe: PathBuf::from("/proc/self/exe") }
+        Service { containers: Mutex::new(HashMap::new()), events, reaper, exit, exe: PathBuf::from("/proc/self/exe"), namespace: namespace.to_string() }
     }
 
     fn get(&self, id: &str) -> ttrpc::Result<Arc<Cell>> {
@@ -113,6 +114,7 @@ impl Task for Service {
         }
         let container = Container::create(CreateRequest {
             id: &req.id,
+            namespace: &self.namespace,
             bundle: Path::new(&req.bundle),
             rootfs: &req.rootfs,
             io: Io { stdin: req.stdin.clone(), stdout: req.stdout.clone(), stderr: req.stderr.clone(), terminal: req.terminal },

@@ -196,10 +196,94 @@ fn open_sink(uri: &str) -> Result<File, StdioError> {
         .map_err(|source| StdioError::Open { path: path.into(), source })
 }
 
+/// Who a `binary://` logger is logging for.
+pub struct LogTarget<'a> {
+    pub container_id: &'a str,
+    pub namespace: &'a str,
+}
+
+/// Starts a `binary://` logger the way containerd's shims do: the process's
+/// stdout and stderr pipes are its fds 3 and 4, and it closes fd 5 when it
+/// is ready. Its arguments come from the URI's query, and its environment
+/// holds only CONTAINER_ID and CONTAINER_NAMESPACE.
+fn start_logger(uri: &str, target: &LogTarget<'_>) -> Result<(OwnedFd, OwnedFd), StdioError> {
+    let rest = uri.strip_prefix("binary://").unwrap_or(uri);
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let args: Vec<String> = query
+        .split('&')
+        .filter(|kv| !kv.is_empty())
+        .flat_map(|kv| match kv.split_once('=') {
+            Some((k, v)) => vec![percent_decode(k), percent_decode(v)],
+            None => vec![percent_decode(kv)],
+        })
+        .collect();
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let (ready_r, ready_w) = pipe()?;
+    let fds = [out_r.as_raw_fd(), err_r.as_raw_fd(), ready_w.as_raw_fd()];
+    let mut cmd = std::process::Command::new(path);
+    cmd.args(&args)
+        .env_clear()
+        .env("CONTAINER_ID", target.container_id)
+        .env("CONTAINER_NAMESPACE", target.namespace)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    // SAFETY: fcntl and dup2 are async-signal-safe. Every source is first
+    // copied above the targets, so no dup2 onto 3, 4 or 5 clobbers a source
+    // that is still to be moved; each dup2 copy drops close-on-exec.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(move || {
+            let mut high = [0; 3];
+            for (h, fd) in high.iter_mut().zip(fds) {
+                *h = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10);
+                if *h == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            for (target, fd) in (3..).zip(high) {
+                if libc::dup2(fd, target) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    // The logger's exit is reaped and dropped by the shim's reaper: the
+    // handle is never waited on, as in containerd's own shims.
+    cmd.spawn().map_err(|source| StdioError::Open { path: path.into(), source })?;
+    drop((out_r, err_r, ready_w));
+    let mut byte = [0u8; 1];
+    File::from(ready_r).read(&mut byte).map_err(|source| StdioError::Open { path: path.into(), source })?;
+    Ok((out_w, err_w))
+}
+
+/// URL query decoding, as Go's url.Query() does for the logger's arguments.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (b[i], hex) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+            (b'+', _) => out.push(b' '),
+            (c, _) => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Opens containerd's stdio paths for a process. An empty path means
 /// /dev/null. With a terminal, the process gets /dev/null here and its pty
 /// later ([`IoHandles::attach_console`]).
-pub fn open(stdin: &str, stdout: &str, stderr: &str, terminal: bool) -> Result<(Stdio3, IoHandles), StdioError> {
+pub fn open(stdin: &str, stdout: &str, stderr: &str, terminal: bool, target: &LogTarget<'_>) -> Result<(Stdio3, IoHandles), StdioError> {
     let mut io = IoHandles { done: Vec::new(), stdin: SharedWriter::default(), console: None };
     if terminal {
         return Ok((Stdio3 { stdin: devnull(false)?, stdout: devnull(true)?, stderr: devnull(true)? }, io));
@@ -223,7 +307,25 @@ pub fn open(stdin: &str, stdout: &str, stderr: &str, terminal: bool) -> Result<(
         spawn_copy("output-copy", File::from(r), sink, Some(tx));
         Ok(w)
     };
+    if stdout.starts_with("binary://") {
+        // One logger takes both streams; containerd passes the same URI as
+        // stdout and stderr.
+        let (out, err) = start_logger(stdout, target)?;
+        return Ok((Stdio3 { stdin: stdin_fd, stdout: out, stderr: err }, io));
+    }
     let stdout_fd = output(stdout)?;
     let stderr_fd = output(stderr)?;
     Ok((Stdio3 { stdin: stdin_fd, stdout: stdout_fd, stderr: stderr_fd }, io))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decode;
+
+    #[test]
+    fn logger_arguments_are_query_decoded() {
+        assert_eq!(percent_decode("a%2Fb+c"), "a/b c");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz"), "%zz");
+    }
 }
