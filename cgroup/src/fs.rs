@@ -8,12 +8,16 @@ use cgroups_rs::manager::{FsManager, Manager as _};
 use cgroups_rs::CgroupPid;
 use oci_spec::runtime::LinuxResources;
 
+use crate::oom::OomSource;
+use crate::stats::{self, Metrics};
 use crate::{detect, CgroupError, Layout, Manager};
 
 pub struct FsCgroup {
     inner: FsManager,
     path: String,
     layout: Layout,
+    /// The v2 device filter in force, replaced on Update.
+    device_filter: Option<std::os::fd::OwnedFd>,
 }
 
 impl FsCgroup {
@@ -24,7 +28,7 @@ impl FsCgroup {
         // PathBuf::push, where an absolute path would replace the mount
         // point and create directories at the host's /.
         let inner = FsManager::new(path.trim_start_matches('/')).map_err(|e| CgroupError::Manager { path: path.into(), message: e.to_string() })?;
-        Ok(FsCgroup { inner, path: path.to_string(), layout: detect() })
+        Ok(FsCgroup { inner, path: path.to_string(), layout: detect(), device_filter: None })
     }
 
     fn err(&self, e: impl std::fmt::Display) -> CgroupError {
@@ -52,6 +56,50 @@ impl FsCgroup {
         ["pids", "memory", "freezer", "cpu"].iter().find_map(|c| m.get(*c)).map(|m| Path::new(m).join(rel))
     }
 
+    /// This cgroup's directory in a v1 controller's hierarchy.
+    fn v1_dir(&self, controller: &str) -> Option<PathBuf> {
+        self.inner.mounts().get(controller).map(|m| Path::new(m).join(self.path.trim_start_matches('/')))
+    }
+
+    fn unified_dir(&self) -> PathBuf {
+        Path::new("/sys/fs/cgroup").join(self.path.trim_start_matches('/'))
+    }
+
+    fn set_frozen(&self, frozen: bool) -> Result<(), CgroupError> {
+        let (file, value, done) = match self.layout {
+            Layout::Unified => (self.unified_dir().join("cgroup.freeze"), if frozen { "1" } else { "0" }, None),
+            _ => {
+                let dir = self.v1_dir("freezer").ok_or(CgroupError::NoController { path: self.path.clone(), controller: "freezer" })?;
+                (dir.join("freezer.state"), if frozen { "FROZEN" } else { "THAWED" }, Some(if frozen { "FROZEN" } else { "THAWED" }))
+            }
+        };
+        std::fs::write(&file, value).map_err(|source| CgroupError::Io { path: file.clone(), action: "write", source })?;
+        // Writing the request is not the state: the kernel freezes tasks one
+        // by one, and v1 may sit in FREEZING (cgroups-rs 0.5.1 does not wait).
+        let start = Instant::now();
+        let state = if frozen { "frozen" } else { "thawed" };
+        loop {
+            let reached = match done {
+                Some(want) => std::fs::read_to_string(&file).map(|s| s.trim() == want).unwrap_or(false),
+                None => {
+                    let events = std::fs::read_to_string(self.unified_dir().join("cgroup.events")).unwrap_or_default();
+                    events.lines().any(|l| l == if frozen { "frozen 1" } else { "frozen 0" })
+                }
+            };
+            if reached {
+                return Ok(());
+            }
+            if start.elapsed() > Duration::from_secs(5) {
+                return Err(CgroupError::Freeze { path: self.path.clone(), state, waited_ms: start.elapsed().as_millis() as u64 });
+            }
+            if done.is_some() && frozen {
+                // v1 retries a stuck FREEZING by writing FROZEN again.
+                let _ = std::fs::write(&file, value);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
     fn freezer_file(&self) -> Option<(PathBuf, &'static str, &'static str)> {
         let rel = self.path.trim_start_matches('/');
         if self.layout == Layout::Unified {
@@ -75,7 +123,20 @@ impl Manager for FsCgroup {
     }
 
     fn set(&mut self, resources: &LinuxResources) -> Result<(), CgroupError> {
-        self.inner.set(resources).map_err(|e| self.err(format!("apply resources: {e}")))
+        if self.layout != Layout::Unified {
+            return self.inner.set(resources).map_err(|e| self.err(format!("apply resources: {e}")));
+        }
+        // cgroups-rs 0.5.1 has no v2 device controller (it fails with
+        // SubsystemsEmpty): the rules become our eBPF filter instead.
+        let mut rest = resources.clone();
+        let devices = rest.devices().clone();
+        rest.set_devices(None);
+        self.inner.set(&rest).map_err(|e| self.err(format!("apply resources: {e}")))?;
+        if let Some(rules) = devices {
+            let prog = crate::ebpf::attach(&self.unified_dir(), &rules, self.device_filter.as_ref())?;
+            self.device_filter = Some(prog);
+        }
+        Ok(())
     }
 
     fn procs(&self) -> Result<Vec<i32>, CgroupError> {
@@ -91,6 +152,11 @@ impl Manager for FsCgroup {
         // Freezing first closes the fork race: a process cannot create a
         // child between our listing and our signal (runc's signalAllProcesses).
         let freezer = self.freezer_file().filter(|(f, _, _)| f.exists());
+        // A cgroup that is already frozen (a paused container) stays so.
+        let already = freezer.as_ref().is_some_and(|(f, frozen, _)| {
+            std::fs::read_to_string(f).map(|s| s.trim() == *frozen || s.trim() == "1").unwrap_or(false)
+        });
+        let freezer = freezer.filter(|_| !already);
         if let Some((file, frozen, _)) = &freezer {
             let _ = std::fs::write(file, frozen);
             let deadline = Instant::now() + Duration::from_secs(1);
@@ -154,5 +220,48 @@ impl Manager for FsCgroup {
 
     fn layout(&self) -> Layout {
         self.layout
+    }
+
+    fn freeze(&self) -> Result<(), CgroupError> {
+        self.set_frozen(true)
+    }
+
+    fn thaw(&self) -> Result<(), CgroupError> {
+        self.set_frozen(false)
+    }
+
+    fn stats(&self) -> Result<Metrics, CgroupError> {
+        Ok(match self.layout {
+            Layout::Unified => Metrics::V2(stats::collect_v2(&self.unified_dir())),
+            _ => Metrics::V1(stats::collect_v1(&stats::V1Dirs {
+                memory: self.v1_dir("memory"),
+                cpu: self.v1_dir("cpu"),
+                cpuacct: self.v1_dir("cpuacct"),
+                pids: self.v1_dir("pids"),
+                blkio: self.v1_dir("blkio"),
+            })),
+        })
+    }
+
+    fn oom_kills(&self) -> u64 {
+        let file = match self.layout {
+            Layout::Unified => self.unified_dir().join("memory.events"),
+            _ => match self.v1_dir("memory") {
+                Some(d) => d.join("memory.oom_control"),
+                None => return 0,
+            },
+        };
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        stats::flat_keyed(&text).get("oom_kill").copied().unwrap_or(0)
+    }
+
+    fn oom_source(&self) -> Result<OomSource, CgroupError> {
+        match self.layout {
+            Layout::Unified => OomSource::inotify(&self.unified_dir().join("memory.events")),
+            _ => {
+                let dir = self.v1_dir("memory").ok_or(CgroupError::NoController { path: self.path.clone(), controller: "memory" })?;
+                OomSource::eventfd(&dir)
+            }
+        }
     }
 }

@@ -7,11 +7,16 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod ebpf;
 pub mod fs;
+pub mod oom;
 pub mod path;
+pub mod stats;
 
 pub use fs::FsCgroup;
+pub use oom::OomSource;
 pub use path::resolve;
+pub use stats::Metrics;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
@@ -21,6 +26,12 @@ pub enum CgroupError {
     Io { path: PathBuf, action: &'static str, source: std::io::Error },
     #[error("cgroup {path}: processes remain after kill: {pids:?}")]
     Busy { path: String, pids: Vec<i32> },
+    #[error("cgroup {path}: not {state} after {waited_ms} ms")]
+    Freeze { path: String, state: &'static str, waited_ms: u64 },
+    #[error("cgroup {path}: load the device filter: {message}")]
+    DeviceFilter { path: PathBuf, message: String },
+    #[error("cgroup {path}: no {controller} controller")]
+    NoController { path: String, controller: &'static str },
 }
 
 /// The host's cgroup layout.
@@ -71,4 +82,13 @@ pub trait Manager: Send + Sync {
     /// directory, host directory of this cgroup) for each v1 hierarchy.
     fn v1_mounts(&self) -> Vec<(String, PathBuf)>;
     fn layout(&self) -> Layout;
+    /// Freezes every process, returning once the kernel reports the cgroup
+    /// frozen (v1 `FROZEN`, v2 `frozen 1` in cgroup.events).
+    fn freeze(&self) -> Result<(), CgroupError>;
+    fn thaw(&self) -> Result<(), CgroupError>;
+    fn stats(&self) -> Result<Metrics, CgroupError>;
+    /// How many processes of the cgroup the OOM killer has killed so far.
+    fn oom_kills(&self) -> u64;
+    /// A pollable fd that becomes readable on OOM activity in the cgroup.
+    fn oom_source(&self) -> Result<OomSource, CgroupError>;
 }

@@ -44,6 +44,8 @@ pub enum ContainerError {
     ExecSpec(String),
     #[error("signal {signal} to pid {pid}: {errno}")]
     Signal { pid: i32, signal: u32, errno: nix::errno::Errno },
+    #[error("invalid resources: {0}")]
+    Resources(String),
     #[error("{0}")]
     Unsupported(String),
 }
@@ -52,6 +54,7 @@ pub enum ContainerError {
 pub enum Status {
     Created,
     Running,
+    Paused,
     Stopped,
 }
 
@@ -60,6 +63,7 @@ impl Status {
         match self {
             Status::Created => "created",
             Status::Running => "running",
+            Status::Paused => "paused",
             Status::Stopped => "stopped",
         }
     }
@@ -112,6 +116,10 @@ pub struct Container {
     pub execs: HashMap<String, Proc>,
     pub cgroup: Box<dyn Manager>,
     mounted_rootfs: Option<PathBuf>,
+    /// OOM kills already reported, so each is reported once.
+    oom_reported: u64,
+    /// The OOM watcher's registration, dropped on delete.
+    pub oom_token: Option<u64>,
 }
 
 /// A container behind its lock, with a condition variable for Wait.
@@ -229,8 +237,10 @@ impl Container {
                 handles: Some(handles),
             },
             execs: HashMap::new(),
+            oom_reported: cg.oom_kills(),
             cgroup: Box::new(cg),
             mounted_rootfs: None,
+            oom_token: None,
         })
     }
 
@@ -262,7 +272,7 @@ impl Container {
         if self.execs.contains_key(exec_id) {
             return Err(ContainerError::ExecExists { id: self.id.clone(), exec_id: exec_id.to_string() });
         }
-        if self.init.status != Status::Running {
+        if !matches!(self.init.status, Status::Running | Status::Paused) {
             return Err(self.state_err(&self.init, "exec", "running"));
         }
         let process: Process = serde_json::from_slice(spec_json).map_err(|e| ContainerError::ExecSpec(e.to_string()))?;
@@ -336,7 +346,55 @@ impl Container {
         Ok(())
     }
 
-    pub fn kill(&self, exec_id: &str, signal: u32, all: bool) -> Result<(), ContainerError> {
+    /// New OOM kills since the last call: the caller publishes TaskOOM.
+    pub fn take_oom(&mut self) -> bool {
+        let kills = self.cgroup.oom_kills();
+        let new = kills > self.oom_reported;
+        self.oom_reported = self.oom_reported.max(kills);
+        new
+    }
+
+    pub fn pause(&mut self) -> Result<(), ContainerError> {
+        if self.init.status != Status::Running {
+            return Err(self.state_err(&self.init, "pause", "running"));
+        }
+        self.cgroup.freeze()?;
+        self.init.status = Status::Paused;
+        Ok(())
+    }
+
+    pub fn resume(&mut self) -> Result<(), ContainerError> {
+        if self.init.status != Status::Paused {
+            return Err(self.state_err(&self.init, "resume", "paused"));
+        }
+        self.cgroup.thaw()?;
+        self.init.status = Status::Running;
+        Ok(())
+    }
+
+    /// Update: new `linux.resources` (JSON, as containerd sends them).
+    pub fn update(&mut self, resources_json: &[u8]) -> Result<(), ContainerError> {
+        if self.init.status == Status::Stopped {
+            return Err(self.state_err(&self.init, "update", "running"));
+        }
+        let resources: oci_spec::runtime::LinuxResources =
+            serde_json::from_slice(resources_json).map_err(|e| ContainerError::Resources(e.to_string()))?;
+        Ok(self.cgroup.set(&resources)?)
+    }
+
+    pub fn kill(&mut self, exec_id: &str, signal: u32, all: bool) -> Result<(), ContainerError> {
+        let paused = self.init.status == Status::Paused;
+        self.signal(exec_id, signal, all)?;
+        // A frozen process cannot act on SIGKILL until it thaws: let the
+        // kill through, as containerd expects a paused task to be killable.
+        if paused && signal == libc::SIGKILL as u32 {
+            self.cgroup.thaw()?;
+            self.init.status = Status::Running;
+        }
+        Ok(())
+    }
+
+    fn signal(&self, exec_id: &str, signal: u32, all: bool) -> Result<(), ContainerError> {
         if all && exec_id.is_empty() {
             return Ok(self.cgroup.kill_all(signal as i32)?);
         }

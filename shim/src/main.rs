@@ -10,6 +10,7 @@
 mod container;
 mod delete;
 mod events;
+mod oom;
 mod reaper;
 mod rootfs_mounts;
 mod server;

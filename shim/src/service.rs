@@ -10,24 +10,28 @@ use std::time::Duration;
 
 use containerd_shim::ExitSignal;
 use containerd_shim_protos::api::{self, Status as TaskStatus};
-use containerd_shim_protos::events::task::{TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskStart};
+use containerd_shim_protos::events::task::{
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskOOM, TaskPaused, TaskResumed, TaskStart,
+};
 use containerd_shim_protos::protobuf::MessageField;
 use containerd_shim_protos::shim::shim_ttrpc::Task;
 use containerd_shim_protos::shim::oci::ProcessDetails;
 use containerd_shim_protos::topics::{
     TASK_CREATE_EVENT_TOPIC, TASK_DELETE_EVENT_TOPIC, TASK_EXEC_ADDED_EVENT_TOPIC, TASK_EXEC_STARTED_EVENT_TOPIC, TASK_EXIT_EVENT_TOPIC,
-    TASK_START_EVENT_TOPIC,
+    TASK_OOM_EVENT_TOPIC, TASK_PAUSED_EVENT_TOPIC, TASK_RESUMED_EVENT_TOPIC, TASK_START_EVENT_TOPIC,
 };
 use containerd_shim_protos::types::task::ProcessInfo;
 use ttrpc::{Code, TtrpcContext};
 
 use crate::container::{Cell, Container, ContainerError, CreateRequest, Exit, Io, Status};
 use crate::events::Events;
+use crate::oom::OomWatcher;
 use crate::reaper::Reaper;
 
 pub struct Service {
     containers: Mutex<HashMap<String, Arc<Cell>>>,
     events: Arc<Events>,
+    oom: Option<Arc<OomWatcher>>,
     reaper: Arc<Reaper>,
     exit: Arc<ExitSignal>,
     exe: PathBuf,
@@ -36,6 +40,16 @@ pub struct Service {
 
 fn status(code: Code, msg: impl ToString) -> ttrpc::Error {
     ttrpc::Error::RpcStatus(ttrpc::get_status(code, msg))
+}
+
+/// Publishes TaskOOM if the container's cgroup saw a new OOM kill. Called
+/// under the container's lock by the OOM watcher and, before TaskExit, by
+/// the exit path.
+fn report_oom(c: &mut Container, events: &Events) {
+    if c.take_oom() {
+        log::info!("container {} hit its memory limit: oom kill", c.id);
+        events.publish(TASK_OOM_EVENT_TOPIC, Box::new(TaskOOM { container_id: c.id.clone(), ..Default::default() }));
+    }
 }
 
 fn unimplemented(what: &str) -> ttrpc::Error {
@@ -48,7 +62,7 @@ impl From<ContainerError> for ttrpc::Error {
             ContainerError::Spec(_) => Code::INVALID_ARGUMENT,
             ContainerError::Finished { .. } | ContainerError::NoExec { .. } => Code::NOT_FOUND,
             ContainerError::ExecExists { .. } => Code::ALREADY_EXISTS,
-            ContainerError::ExecSpec(_) => Code::INVALID_ARGUMENT,
+            ContainerError::ExecSpec(_) | ContainerError::Resources(_) => Code::INVALID_ARGUMENT,
             ContainerError::State { .. } => Code::FAILED_PRECONDITION,
             ContainerError::Unsupported(_) => Code::UNIMPLEMENTED,
             _ => Code::UNKNOWN,
@@ -59,9 +73,21 @@ impl From<ContainerError> for ttrpc::Error {
 
 impl Service {
     pub fn new(namespace: &str, events: Arc<Events>, reaper: Arc<Reaper>, exit: Arc<ExitSignal>) -> Service {
-        // /proc/self/exe still works after the binary on disk was replaced
-        // by an upgrade, which a path read from it would not.
-        Service { containers: Mutex::new(HashMap::new()), events, reaper, exit, exe: PathBuf::from("/proc/self/exe"), namespace: namespace.to_string() }
+        let for_oom = events.clone();
+        let oom = OomWatcher::start(Box::new(move |cell| report_oom(&mut cell.lock(), &for_oom)))
+            .map_err(|e| log::error!("start oom watcher: {e}"))
+            .ok();
+        Service {
+            containers: Mutex::new(HashMap::new()),
+            events,
+            oom,
+            reaper,
+            exit,
+            // /proc/self/exe still works after the binary on disk was
+            // replaced by an upgrade, which a path read from it would not.
+            exe: PathBuf::from("/proc/self/exe"),
+            namespace: namespace.to_string(),
+        }
     }
 
     fn get(&self, id: &str) -> ttrpc::Result<Arc<Cell>> {
@@ -84,7 +110,8 @@ impl Service {
             pid,
             Box::new(move |code| {
                 let _ = std::thread::Builder::new().name("exit".into()).spawn(move || {
-                    let (c, exit) = cell.record_exit(&exec_id, code);
+                    let (mut c, exit) = cell.record_exit(&exec_id, code);
+                    report_oom(&mut c, &events);
                     log::info!("container {} process {exec_id:?} pid {pid} exited with {}", c.id, exit.code);
                     events.publish(
                         TASK_EXIT_EVENT_TOPIC,
@@ -128,7 +155,13 @@ impl Task for Service {
         if let Err(e) = container.saved().write(&container.bundle) {
             log::warn!("write state for {}: {e}", req.id);
         }
+        let oom_source = container.cgroup.oom_source();
         let cell = Cell::new(container);
+        match (&self.oom, oom_source) {
+            (Some(w), Ok(source)) => cell.lock().oom_token = w.watch(&cell, source).map_err(|e| log::warn!("watch oom of {}: {e}", req.id)).ok(),
+            (_, Err(e)) => log::warn!("no oom events for {}: {e}", req.id),
+            (None, _) => {}
+        }
         self.containers.lock().unwrap().insert(req.id.clone(), cell.clone());
         self.watch(&cell, "", pid);
         self.events.publish(
@@ -175,6 +208,7 @@ impl Task for Service {
         let st = match p.status {
             Status::Created => TaskStatus::CREATED,
             Status::Running => TaskStatus::RUNNING,
+            Status::Paused => TaskStatus::PAUSED,
             Status::Stopped => TaskStatus::STOPPED,
         };
         Ok(api::StateResponse {
@@ -203,7 +237,7 @@ impl Task for Service {
             return Err(status(Code::INVALID_ARGUMENT, format!("invalid signal {}: must be 1 to 64", req.signal)));
         }
         let cell = self.get(&req.id)?;
-        let c = cell.lock();
+        let mut c = cell.lock();
         log::info!("kill {} {:?} signal {} all={}", c.id, req.exec_id, req.signal, req.all);
         c.kill(&req.exec_id, req.signal, req.all)?;
         Ok(api::Empty::new())
@@ -226,6 +260,9 @@ impl Task for Service {
         }
         let mut c = cell.lock();
         c.destroy()?;
+        if let (Some(w), Some(token)) = (&self.oom, c.oom_token.take()) {
+            w.forget(token);
+        }
         let exit = c.init.exit.clone().unwrap_or(Exit { code: 0, at: Default::default() });
         self.containers.lock().unwrap().remove(&req.id);
         log::info!("deleted {}", c.id);
@@ -301,20 +338,41 @@ impl Task for Service {
         Ok(api::Empty::new())
     }
 
-    fn pause(&self, _ctx: &TtrpcContext, _req: api::PauseRequest) -> ttrpc::Result<api::Empty> {
-        Err(unimplemented("Pause"))
+    fn pause(&self, _ctx: &TtrpcContext, req: api::PauseRequest) -> ttrpc::Result<api::Empty> {
+        let cell = self.get(&req.id)?;
+        let mut c = cell.lock();
+        c.pause()?;
+        self.events.publish(TASK_PAUSED_EVENT_TOPIC, Box::new(TaskPaused { container_id: c.id.clone(), ..Default::default() }));
+        Ok(api::Empty::new())
     }
 
-    fn resume(&self, _ctx: &TtrpcContext, _req: api::ResumeRequest) -> ttrpc::Result<api::Empty> {
-        Err(unimplemented("Resume"))
+    fn resume(&self, _ctx: &TtrpcContext, req: api::ResumeRequest) -> ttrpc::Result<api::Empty> {
+        let cell = self.get(&req.id)?;
+        let mut c = cell.lock();
+        c.resume()?;
+        self.events.publish(TASK_RESUMED_EVENT_TOPIC, Box::new(TaskResumed { container_id: c.id.clone(), ..Default::default() }));
+        Ok(api::Empty::new())
     }
 
-    fn update(&self, _ctx: &TtrpcContext, _req: api::UpdateTaskRequest) -> ttrpc::Result<api::Empty> {
-        Err(unimplemented("Update"))
+    fn update(&self, _ctx: &TtrpcContext, req: api::UpdateTaskRequest) -> ttrpc::Result<api::Empty> {
+        let cell = self.get(&req.id)?;
+        let resources = req.resources.as_ref().map(|a| a.value.as_slice()).unwrap_or_default();
+        cell.lock().update(resources)?;
+        Ok(api::Empty::new())
     }
 
-    fn stats(&self, _ctx: &TtrpcContext, _req: api::StatsRequest) -> ttrpc::Result<api::StatsResponse> {
-        Err(unimplemented("Stats"))
+    fn stats(&self, _ctx: &TtrpcContext, req: api::StatsRequest) -> ttrpc::Result<api::StatsResponse> {
+        let cell = self.get(&req.id)?;
+        let metrics = cell.lock().cgroup.stats().map_err(|e| status(Code::UNKNOWN, e))?;
+        // The Any's type URL is the message's full name
+        // (io.containerd.cgroups.v1.Metrics or .v2.Metrics), which is how
+        // containerd's typeurl registry knows these types.
+        let any = match metrics {
+            cgroup::Metrics::V1(m) => containerd_shim::util::convert_to_any(Box::new(m)),
+            cgroup::Metrics::V2(m) => containerd_shim::util::convert_to_any(Box::new(m)),
+        }
+        .map_err(|e| status(Code::INTERNAL, e))?;
+        Ok(api::StatsResponse { stats: MessageField::some(any), ..Default::default() })
     }
 
     fn checkpoint(&self, _ctx: &TtrpcContext, _req: api::CheckpointTaskRequest) -> ttrpc::Result<api::Empty> {
