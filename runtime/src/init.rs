@@ -14,10 +14,12 @@ use std::path::Path;
 use nix::sched::CloneFlags;
 use nix::unistd::{fork, ForkResult};
 
-use oci_spec::runtime::Process;
+use oci_spec::runtime::{LinuxSeccomp, Process};
 
 use crate::channel::{Channel, FromInit, InitConfig, ToInit};
 use crate::console;
+use crate::lsm;
+use crate::seccomp;
 use crate::namespaces::{self, Plan};
 use crate::process::{self, ExecArgs};
 use crate::rootfs::{self, RootfsContext};
@@ -41,6 +43,10 @@ pub enum InitError {
     Sys { what: String, errno: nix::errno::Errno },
     #[error("{0}")]
     Console(#[from] console::ConsoleError),
+    #[error("{0}")]
+    Seccomp(#[from] seccomp::SeccompError),
+    #[error("{0}")]
+    Lsm(#[from] lsm::LsmError),
     #[error("{0}")]
     Unsupported(String),
 }
@@ -90,7 +96,13 @@ fn stage1(chan: &Channel) -> Result<(), InitError> {
         return Err(InitError::Unsupported("expected the init config first".into()));
     };
     let (plan, job) = match &config.exec {
-        Some(exec) => (namespaces::plan_join(exec.init_pid).map_err(sys_err(format!("read namespaces of pid {}", exec.init_pid)))?, Job::Exec(exec.process.clone())),
+        Some(exec) => {
+            // An exec runs under the container's seccomp profile, which
+            // lives in the bundle's spec.
+            let bundle = Bundle::load(&config.bundle)?;
+            let plan = namespaces::plan_join(exec.init_pid).map_err(sys_err(format!("read namespaces of pid {}", exec.init_pid)))?;
+            (plan, Job::Exec(exec.process.clone(), bundle.spec.linux().as_ref().and_then(|l| l.seccomp().clone())))
+        }
         None => {
             let bundle = Bundle::load(&config.bundle)?;
             let linux = bundle.spec.linux().clone().unwrap_or_default();
@@ -128,7 +140,7 @@ fn stage1(chan: &Channel) -> Result<(), InitError> {
         ForkResult::Child => {
             let r = match &job {
                 Job::Init(bundle) => stage2_init(chan, bundle, &config, &plan),
-                Job::Exec(process) => stage2_exec(chan, process, &plan),
+                Job::Exec(process, seccomp) => stage2_exec(chan, process, seccomp.as_ref(), &plan),
             };
             let code = match r {
                 Ok(never) => match never {},
@@ -145,7 +157,7 @@ fn stage1(chan: &Channel) -> Result<(), InitError> {
 /// What stage 2 turns into.
 enum Job {
     Init(Box<Bundle>),
-    Exec(Process),
+    Exec(Process, Option<LinuxSeccomp>),
 }
 
 enum Never {}
@@ -174,10 +186,6 @@ fn stage2_init(chan: &Channel, bundle: &Bundle, config: &InitConfig, plan: &Plan
     let spec = &bundle.spec;
     let linux = spec.linux().clone().unwrap_or_default();
     let process = spec.process().clone().unwrap_or_default();
-
-    if linux.seccomp().is_some() {
-        return Err(InitError::Unsupported("linux.seccomp is not supported yet; run without a seccomp profile".into()));
-    }
 
     let ctx = RootfsContext {
         rootfs: &bundle.rootfs,
@@ -217,22 +225,33 @@ fn stage2_init(chan: &Channel, bundle: &Bundle, config: &InitConfig, plan: &Plan
             ))
         })?;
     }
-    finish(chan, &process, plan)
+    finish(chan, &process, linux.seccomp().as_ref(), plan)
 }
 
-fn stage2_exec(chan: &Channel, process: &Process, plan: &Plan) -> Result<Never, InitError> {
+fn stage2_exec(chan: &Channel, process: &Process, seccomp: Option<&LinuxSeccomp>, plan: &Plan) -> Result<Never, InitError> {
     stage2_common()?;
     if process.terminal().unwrap_or(false) {
         console::setup(chan, false)?;
     }
-    finish(chan, process, plan)
+    finish(chan, process, seccomp, plan)
 }
 
 /// Identity, working directory and the program, then Ready, Start, execve.
-fn finish(chan: &Channel, process: &Process, plan: &Plan) -> Result<Never, InitError> {
+///
+/// seccomp goes as late as the kernel allows: with no_new_privs, right
+/// before execve, so that our own setup syscalls need not pass the
+/// container's filter; without it, installing a filter needs CAP_SYS_ADMIN,
+/// so it goes before the capabilities are dropped (runc's order).
+fn finish(chan: &Channel, process: &Process, seccomp: Option<&LinuxSeccomp>, plan: &Plan) -> Result<Never, InitError> {
     let sys = Linux;
+    let filter = seccomp.map(|s| seccomp::compile(s).map(|p| (s, p))).transpose()?;
+    lsm::apply(process)?;
     process::set_rlimits(&sys, process)?;
     process::set_no_new_privs(&sys, process)?;
+    let nnp = process.no_new_privileges().unwrap_or(false);
+    if let (Some((profile, program)), false) = (&filter, nnp) {
+        seccomp::load(profile, program)?;
+    }
     // setgroups(2) is denied in a user namespace whose setgroups file says
     // deny; runc skips it there too.
     let setgroups_allowed = !plan.has(CloneFlags::CLONE_NEWUSER)
@@ -247,6 +266,10 @@ fn finish(chan: &Channel, process: &Process, plan: &Plan) -> Result<Never, InitE
     match chan.recv()? {
         ToInit::Start => {}
         other => return Err(InitError::Unsupported(format!("expected start, got {other:?}"))),
+    }
+    ExecArgs::close_fds();
+    if let (Some((profile, program)), true) = (&filter, nnp) {
+        seccomp::load(profile, program)?;
     }
     let errno = exec.exec();
     Err(InitError::Sys { what: format!("exec {}", program.display()), errno })

@@ -10,10 +10,12 @@ pub mod channel;
 pub mod console;
 pub mod init;
 pub mod launch;
+pub mod lsm;
 pub mod namespaces;
 pub mod paths;
 pub mod process;
 pub mod rootfs;
+pub mod seccomp;
 pub mod spec;
 pub mod syscall;
 

