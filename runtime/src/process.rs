@@ -205,3 +205,52 @@ impl ExecArgs {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::syscall::Recorder;
+    use oci_spec::runtime::{LinuxCapabilitiesBuilder, ProcessBuilder, UserBuilder};
+
+    #[test]
+    fn identity_order_drops_bounding_before_setuid_and_capset_after() {
+        let caps: oci_spec::runtime::Capabilities = [oci_spec::runtime::Capability::Kill].into_iter().collect();
+        let process = ProcessBuilder::default()
+            .user(UserBuilder::default().uid(1000u32).gid(1000u32).additional_gids(vec![5u32]).build().unwrap())
+            .capabilities(
+                LinuxCapabilitiesBuilder::default()
+                    .bounding(caps.clone())
+                    .effective(caps.clone())
+                    .permitted(caps.clone())
+                    .inheritable(caps.clone())
+                    .ambient(caps)
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap();
+        let rec = Recorder::default();
+        switch_identity(&rec, &process, true).unwrap();
+        let calls = rec.calls();
+        let pos = |needle: &str| calls.iter().position(|c| c.starts_with(needle)).unwrap_or_else(|| panic!("{needle} missing: {calls:#?}"));
+        let last_drop = calls.iter().rposition(|c| c.starts_with(&format!("prctl {} ", libc::PR_CAPBSET_DROP))).unwrap();
+        assert!(last_drop < pos("setresuid"));
+        assert!(pos(&format!("prctl {} 1", libc::PR_SET_KEEPCAPS)) < pos("setresuid"));
+        assert!(pos("setgroups [5]") < pos("setresgid 1000"));
+        assert!(pos("setresgid 1000") < pos("setresuid 1000"));
+        assert!(pos("setresuid 1000") < pos("capset e=0x20 p=0x20 i=0x20"));
+        assert!(pos("capset") < pos(&format!("prctl {} ", libc::PR_CAP_AMBIENT)));
+        // CAP_KILL (5) stays in the bounding set.
+        assert!(!calls.contains(&format!("prctl {} 5", libc::PR_CAPBSET_DROP)));
+    }
+
+    #[test]
+    fn missing_program_is_named() {
+        let process = ProcessBuilder::default().args(vec!["no-such-program-xyz".to_string()]).env(vec!["PATH=/nonexistent".to_string()]).build().unwrap();
+        let err = resolve_program(&process).unwrap_err().to_string();
+        assert!(err.contains("no-such-program-xyz"), "{err}");
+        let process = ProcessBuilder::default().args(vec!["/no/such/binary".to_string()]).build().unwrap();
+        let err = resolve_program(&process).unwrap_err().to_string();
+        assert!(err.contains("/no/such/binary"), "{err}");
+    }
+}
