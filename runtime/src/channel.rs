@@ -28,6 +28,8 @@ pub enum ToInit {
     Config(InitConfig),
     /// The uid and gid maps of the new user namespace are written.
     MapsWritten,
+    /// The prestart and createRuntime hooks ran.
+    HooksDone,
     /// Run the program.
     Start,
 }
@@ -39,6 +41,8 @@ pub enum FromInit {
     UserNsReady,
     /// The host pid of the process that will exec the container's program.
     Pid(i32),
+    /// The mounts are in place: run the prestart and createRuntime hooks.
+    RuntimeHooks,
     /// The master side of the process's terminal rides along, as SCM_RIGHTS.
     Console,
     /// The rootfs and process are set up; waiting for Start.
@@ -48,6 +52,8 @@ pub enum FromInit {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct InitConfig {
+    /// The container's id, for hook state.
+    pub id: String,
     pub bundle: PathBuf,
     pub cgroups: CgroupMounts,
     /// Set for an exec: join the container instead of creating it.

@@ -18,6 +18,7 @@ use oci_spec::runtime::{LinuxSeccomp, Process};
 
 use crate::channel::{Channel, FromInit, InitConfig, ToInit};
 use crate::console;
+use crate::hooks;
 use crate::lsm;
 use crate::seccomp;
 use crate::namespaces::{self, Plan};
@@ -47,6 +48,8 @@ pub enum InitError {
     Seccomp(#[from] seccomp::SeccompError),
     #[error("{0}")]
     Lsm(#[from] lsm::LsmError),
+    #[error("{0}")]
+    Hook(#[from] hooks::HookError),
     #[error("{0}")]
     Unsupported(String),
 }
@@ -194,6 +197,18 @@ fn stage2_init(chan: &Channel, bundle: &Bundle, config: &InitConfig, plan: &Plan
         cgroup_ns: plan.has(CloneFlags::CLONE_NEWCGROUP),
     };
     rootfs::prepare(&sys, spec, &ctx)?;
+    let hooks = spec.hooks().clone().unwrap_or_default();
+    if hooks.prestart().is_some() || hooks.create_runtime().is_some() {
+        chan.send(&FromInit::RuntimeHooks)?;
+        match chan.recv()? {
+            ToInit::HooksDone => {}
+            other => return Err(InitError::Unsupported(format!("expected the runtime hooks, got {other:?}"))),
+        }
+    }
+    let state = |status| hooks::State::new(spec, &config.id, status, std::process::id() as i32, &bundle.dir);
+    // Before pivot_root, so the path resolves on the host, in our namespaces.
+    hooks::run_all("createContainer", hooks.create_container().as_ref(), &state("created"), &hooks::waitpid)?;
+    rootfs::pivot(&sys, &bundle.rootfs)?;
 
     // sysctl writes need /proc/sys writable, so they precede readonlyPaths.
     for (key, value) in linux.sysctl().iter().flatten() {
@@ -225,7 +240,8 @@ fn stage2_init(chan: &Channel, bundle: &Bundle, config: &InitConfig, plan: &Plan
             ))
         })?;
     }
-    finish(chan, &process, linux.seccomp().as_ref(), plan)
+    let start_hooks = (hooks.start_container().clone(), state("created"));
+    finish(chan, &process, linux.seccomp().as_ref(), plan, Some(start_hooks))
 }
 
 fn stage2_exec(chan: &Channel, process: &Process, seccomp: Option<&LinuxSeccomp>, plan: &Plan) -> Result<Never, InitError> {
@@ -233,7 +249,7 @@ fn stage2_exec(chan: &Channel, process: &Process, seccomp: Option<&LinuxSeccomp>
     if process.terminal().unwrap_or(false) {
         console::setup(chan, false)?;
     }
-    finish(chan, process, seccomp, plan)
+    finish(chan, process, seccomp, plan, None)
 }
 
 /// Identity, working directory and the program, then Ready, Start, execve.
@@ -242,7 +258,13 @@ fn stage2_exec(chan: &Channel, process: &Process, seccomp: Option<&LinuxSeccomp>
 /// before execve, so that our own setup syscalls need not pass the
 /// container's filter; without it, installing a filter needs CAP_SYS_ADMIN,
 /// so it goes before the capabilities are dropped (runc's order).
-fn finish(chan: &Channel, process: &Process, seccomp: Option<&LinuxSeccomp>, plan: &Plan) -> Result<Never, InitError> {
+fn finish(
+    chan: &Channel,
+    process: &Process,
+    seccomp: Option<&LinuxSeccomp>,
+    plan: &Plan,
+    start_hooks: Option<(Option<Vec<oci_spec::runtime::Hook>>, hooks::State)>,
+) -> Result<Never, InitError> {
     let sys = Linux;
     let filter = seccomp.map(|s| seccomp::compile(s).map(|p| (s, p))).transpose()?;
     lsm::apply(process)?;
@@ -266,6 +288,10 @@ fn finish(chan: &Channel, process: &Process, seccomp: Option<&LinuxSeccomp>, pla
     match chan.recv()? {
         ToInit::Start => {}
         other => return Err(InitError::Unsupported(format!("expected start, got {other:?}"))),
+    }
+    // In the container, after Start and before the program.
+    if let Some((hooks, state)) = start_hooks {
+        hooks::run_all("startContainer", hooks.as_ref(), &state, &hooks::waitpid)?;
     }
     ExecArgs::close_fds();
     if let (Some((profile, program)), true) = (&filter, nnp) {

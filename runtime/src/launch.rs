@@ -61,7 +61,13 @@ fn map_text(maps: &[LinuxIdMapping]) -> String {
 /// Spawns the init stage and drives it until the container's process is
 /// ready to exec. `enter_cgroup` runs with stage 1's pid before stage 1 may
 /// fork, so every process of the container starts inside its cgroup.
-pub fn create(spec: LaunchSpec, enter_cgroup: impl FnOnce(i32) -> Result<(), String>) -> Result<Created, LaunchError> {
+/// `runtime_hooks` runs the prestart and createRuntime hooks with the pid of
+/// the container's process, when stage 2 asks.
+pub fn create(
+    spec: LaunchSpec,
+    enter_cgroup: impl FnOnce(i32) -> Result<(), String>,
+    mut runtime_hooks: impl FnMut(i32) -> Result<(), String>,
+) -> Result<Created, LaunchError> {
     let (chan, child_end) = Channel::pair()?;
     let child_fd = child_end.as_raw_fd();
     let mut cmd = Command::new(&spec.exe);
@@ -115,6 +121,11 @@ pub fn create(spec: LaunchSpec, enter_cgroup: impl FnOnce(i32) -> Result<(), Str
                 chan.send(&ToInit::MapsWritten)?;
             }
             FromInit::Pid(p) => pid = Some(p),
+            FromInit::RuntimeHooks => {
+                let pid = pid.ok_or_else(|| LaunchError::Protocol("hooks before pid".into()))?;
+                runtime_hooks(pid).map_err(LaunchError::Init)?;
+                chan.send(&ToInit::HooksDone)?;
+            }
             FromInit::Ready => {
                 let pid = pid.ok_or_else(|| LaunchError::Protocol("ready before pid".into()))?;
                 return Ok(Created { chan, pid, console });

@@ -135,8 +135,9 @@ pub struct RootfsContext<'a> {
     pub cgroup_ns: bool,
 }
 
-/// Everything up to and including pivot_root. Runs in the container's new
-/// mount namespace, as root of its user namespace.
+/// The container's mounts and /dev, up to (not including) pivot_root, which
+/// [`pivot`] does once the hooks that need the host's paths have run. Runs in
+/// the container's new mount namespace, as root of its user namespace.
 pub fn prepare(sys: &dyn Syscall, spec: &Spec, ctx: &RootfsContext<'_>) -> Result<(), RootfsError> {
     let linux = spec.linux().as_ref();
     // Stop our mounts from propagating to the host before making any: the
@@ -176,8 +177,7 @@ pub fn prepare(sys: &dyn Syscall, spec: &Spec, ctx: &RootfsContext<'_>) -> Resul
         let devices = linux.and_then(|l| l.devices().clone()).unwrap_or_default();
         setup_dev(sys, &root, &devices, ctx.in_user_ns)?;
     }
-
-    pivot(sys, ctx.rootfs)
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -338,7 +338,7 @@ fn setup_dev(sys: &dyn Syscall, root: &OwnedFd, spec_devices: &[LinuxDevice], in
 
 /// pivot_root(".", ".") as runc does it: no put_old directory is needed in
 /// the image, and the old root is detached before anything else runs.
-fn pivot(sys: &dyn Syscall, rootfs: &Path) -> Result<(), RootfsError> {
+pub fn pivot(sys: &dyn Syscall, rootfs: &Path) -> Result<(), RootfsError> {
     let err = |step| move |errno| RootfsError::Pivot { rootfs: rootfs.to_path_buf(), step, errno };
     let old = open("/", OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()).map_err(err("open old root"))?;
     let new = open(rootfs, OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()).map_err(err("open new root"))?;
@@ -476,7 +476,8 @@ mod tests {
         let ctx = RootfsContext { rootfs: rootfs.path(), cgroups: &CgroupMounts::default(), in_user_ns: false, cgroup_ns: false };
         // pivot_root itself opens real directories, which the recorder can
         // not fake; everything before it is what this test checks.
-        let _ = prepare(&rec, &spec, &ctx);
+        prepare(&rec, &spec, &ctx).unwrap();
+        pivot(&rec, rootfs.path()).unwrap();
         let calls = rec.calls();
         let r = rootfs.path().display().to_string();
         assert!(calls[0].starts_with("mount - / - MsFlags(MS_REC | MS_SLAVE)"), "{calls:#?}");

@@ -10,6 +10,7 @@ use cgroup::{FsCgroup, Layout, Manager};
 use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
 use oci_spec::runtime::Process;
 use runtime::channel::{ExecConfig, InitConfig};
+use runtime::hooks::{self, State};
 use runtime::launch::{self, Created, LaunchError, LaunchSpec};
 use runtime::rootfs::CgroupMounts;
 use runtime::spec::{Bundle, SpecError};
@@ -111,6 +112,8 @@ impl Proc {
 pub struct Container {
     pub id: String,
     namespace: String,
+    /// The bundle's spec, for the poststart and poststop hooks.
+    pub spec: oci_spec::runtime::Spec,
     pub bundle: PathBuf,
     pub init: Proc,
     pub execs: HashMap<String, Proc>,
@@ -130,6 +133,8 @@ pub struct Cell {
 
 pub struct CreateRequest<'a> {
     pub id: &'a str,
+    /// How the shim waits for a hook it ran (through its reaper).
+    pub wait: hooks::Wait<'a>,
     /// containerd's namespace, for `binary://` loggers.
     pub namespace: &'a str,
     pub bundle: &'a Path,
@@ -149,9 +154,11 @@ fn launch_with_io(
     target: &LogTarget<'_>,
     what: &str,
     enter_cgroup: impl FnOnce(i32) -> Result<(), String>,
+    runtime_hooks: impl FnMut(i32) -> Result<(), String>,
 ) -> Result<(Created, IoHandles), ContainerError> {
     let (stdio, mut handles) = stdio::open(&io.stdin, &io.stdout, &io.stderr, io.terminal, target)?;
-    let mut created = launch::create(spec(stdio), enter_cgroup).map_err(|source| ContainerError::Launch { what: what.to_string(), source })?;
+    let mut created =
+        launch::create(spec(stdio), enter_cgroup, runtime_hooks).map_err(|source| ContainerError::Launch { what: what.to_string(), source })?;
     if let Some(master) = created.console.take() {
         handles.attach_console(master, &io.stdin, &io.stdout)?;
     }
@@ -188,6 +195,7 @@ impl Container {
         }
         let mut cg = FsCgroup::new(&cg_path)?;
         let config = InitConfig {
+            id: req.id.to_string(),
             bundle: req.bundle.to_path_buf(),
             cgroups: CgroupMounts { v1: cg.v1_mounts(), unified: cg.layout() == Layout::Unified },
             exec: None,
@@ -203,6 +211,13 @@ impl Container {
             &LogTarget { container_id: req.id, namespace: req.namespace },
             &what,
             |pid| cg.add_proc(pid).map_err(|e| e.to_string()),
+            |pid| {
+                let hooks = bundle.spec.hooks().clone().unwrap_or_default();
+                let state = State::new(&bundle.spec, req.id, "creating", pid, req.bundle);
+                hooks::run_all("prestart", hooks.prestart().as_ref(), &state, req.wait)
+                    .and_then(|()| hooks::run_all("createRuntime", hooks.create_runtime().as_ref(), &state, req.wait))
+                    .map_err(|e| e.to_string())
+            },
         )
         // Limits apply once the process is ready, as runc applies them on
         // procReady: the device rules would otherwise refuse the mknod of
@@ -225,6 +240,7 @@ impl Container {
         Ok(Container {
             id: req.id.to_string(),
             namespace: req.namespace.to_string(),
+            spec: bundle.spec.clone(),
             bundle: req.bundle.to_path_buf(),
             init: Proc {
                 exec_id: String::new(),
@@ -323,7 +339,7 @@ impl Container {
         let Some(process) = p.pending.take() else {
             return Err(ContainerError::State { what: p.what(&id), state: p.status.name(), action: "start", wanted: "created" });
         };
-        let config = InitConfig { bundle, cgroups: CgroupMounts::default(), exec: Some(ExecConfig { init_pid, process }) };
+        let config = InitConfig { id: id.clone(), bundle, cgroups: CgroupMounts::default(), exec: Some(ExecConfig { init_pid, process }) };
         let exe = exe.to_path_buf();
         let what = p.what(&id);
         let (created, handles) = launch_with_io(
@@ -339,6 +355,7 @@ impl Container {
             &LogTarget { container_id: &id, namespace },
             &what,
             |pid| cgroup.add_proc(pid).map_err(|e| e.to_string()),
+            |_| Err("an exec has no runtime hooks".into()),
         )?;
         p.pid = created.pid;
         p.created = Some(created);

@@ -99,6 +99,34 @@ impl Service {
             .ok_or_else(|| status(Code::NOT_FOUND, format!("container {id} not found")))
     }
 
+    /// Waits for a hook through the reaper, which owns waitpid(-1).
+    fn hook_wait(&self) -> impl Fn(i32, Option<Duration>) -> Option<i32> + '_ {
+        move |pid, timeout| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            self.reaper.on_exit(pid, Box::new(move |code| {
+                let _ = tx.send(code);
+            }));
+            match timeout {
+                Some(t) => rx.recv_timeout(t).ok(),
+                None => rx.recv().ok(),
+            }
+        }
+    }
+
+    /// poststart and poststop: failures are logged, not returned (runtime
+    /// spec).
+    fn run_post_hooks(&self, kind: &'static str, c: &Container, status: &'static str) {
+        let hooks = c.spec.hooks().clone().unwrap_or_default();
+        let list = if kind == "poststart" { hooks.poststart() } else { hooks.poststop() };
+        if list.is_none() {
+            return;
+        }
+        let state = runtime::hooks::State::new(&c.spec, &c.id, status, c.init.pid, &c.bundle);
+        if let Err(e) = runtime::hooks::run_all(kind, list.as_ref(), &state, &self.hook_wait()) {
+            log::warn!("container {}: {e}", c.id);
+        }
+    }
+
     /// Called on the reaper thread when a process of the container exits.
     /// Draining output can take a moment, so it runs on its own short-lived
     /// thread.
@@ -139,8 +167,10 @@ impl Task for Service {
         if !req.checkpoint.is_empty() {
             return Err(unimplemented("restoring from a checkpoint"));
         }
+        let wait = self.hook_wait();
         let container = Container::create(CreateRequest {
             id: &req.id,
+            wait: &wait,
             namespace: &self.namespace,
             bundle: Path::new(&req.bundle),
             rootfs: &req.rootfs,
@@ -191,6 +221,7 @@ impl Task for Service {
         // Published under the container's lock: the exit path takes the same
         // lock, so the exit event can never overtake the start event.
         if req.exec_id.is_empty() {
+            self.run_post_hooks("poststart", &c, "running");
             self.events.publish(TASK_START_EVENT_TOPIC, Box::new(TaskStart { container_id: c.id.clone(), pid: pid as u32, ..Default::default() }));
         } else {
             self.events.publish(
@@ -265,6 +296,7 @@ impl Task for Service {
         }
         let exit = c.init.exit.clone().unwrap_or(Exit { code: 0, at: Default::default() });
         self.containers.lock().unwrap().remove(&req.id);
+        self.run_post_hooks("poststop", &c, "stopped");
         log::info!("deleted {}", c.id);
         self.events.publish(
             TASK_DELETE_EVENT_TOPIC,
