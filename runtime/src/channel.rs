@@ -58,6 +58,9 @@ pub struct InitConfig {
     pub cgroups: CgroupMounts,
     /// Set for an exec: join the container instead of creating it.
     pub exec: Option<ExecConfig>,
+    /// Give the container a session keyring of its own (runc's default;
+    /// the NoNewKeyring option turns it off).
+    pub new_keyring: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

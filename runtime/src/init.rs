@@ -233,6 +233,18 @@ fn stage2_init(chan: &Channel, bundle: &Bundle, config: &InitConfig, plan: &Plan
         sys.sethostname(hostname).map_err(sys_err(format!("set hostname {hostname}")))?;
     }
 
+    if config.new_keyring {
+        // The host's session keyring must not be shared with the
+        // container: join a fresh one named after it, as runc does.
+        let name = std::ffi::CString::new(config.id.as_str()).unwrap_or_default();
+        // SAFETY: KEYCTL_JOIN_SESSION_KEYRING with a NUL-terminated name.
+        let r = unsafe { libc::syscall(libc::SYS_keyctl, 1 /* KEYCTL_JOIN_SESSION_KEYRING */, name.as_ptr()) };
+        match nix::errno::Errno::result(r) {
+            Ok(_) | Err(nix::errno::Errno::ENOSYS) => {}
+            Err(errno) => return Err(InitError::Sys { what: "join a new session keyring".into(), errno }),
+        }
+    }
+
     if let Some(score) = process.oom_score_adj() {
         std::fs::write("/proc/self/oom_score_adj", score.to_string()).map_err(|e| {
             InitError::Unsupported(format!(

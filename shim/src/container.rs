@@ -15,6 +15,7 @@ use runtime::launch::{self, Created, LaunchError, LaunchSpec};
 use runtime::rootfs::CgroupMounts;
 use runtime::spec::{Bundle, SpecError};
 
+use crate::options::RuntimeOptions;
 use crate::rootfs_mounts::{self, RootfsMountError};
 use crate::state::Saved;
 use crate::stdio::{self, IoHandles, LogTarget, StdioError};
@@ -112,6 +113,8 @@ impl Proc {
 pub struct Container {
     pub id: String,
     namespace: String,
+    /// IoUid/IoGid, for the stdio of execs too.
+    io_owner: Option<(u32, u32)>,
     /// The bundle's spec, for the poststart and poststop hooks.
     pub spec: oci_spec::runtime::Spec,
     pub bundle: PathBuf,
@@ -133,6 +136,7 @@ pub struct Cell {
 
 pub struct CreateRequest<'a> {
     pub id: &'a str,
+    pub options: RuntimeOptions,
     /// How the shim waits for a hook it ran (through its reaper).
     pub wait: hooks::Wait<'a>,
     /// containerd's namespace, for `binary://` loggers.
@@ -199,16 +203,18 @@ impl Container {
             bundle: req.bundle.to_path_buf(),
             cgroups: CgroupMounts { v1: cg.v1_mounts(), unified: cg.layout() == Layout::Unified },
             exec: None,
+            new_keyring: !req.options.no_new_keyring,
         };
         let ids = |m: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| m.clone().unwrap_or_default();
         let (uid_mappings, gid_mappings) = (ids(linux.uid_mappings()), ids(linux.gid_mappings()));
         let exe = req.exe.to_path_buf();
         let id = req.id.to_string();
         let what = format!("container {}", req.id);
+        let io_owner = req.options.io_uid.zip(req.options.io_gid);
         let launched = launch_with_io(
             |stdio| LaunchSpec { exe, id, config, uid_mappings, gid_mappings, stdio },
             &req.io,
-            &LogTarget { container_id: req.id, namespace: req.namespace },
+            &LogTarget { container_id: req.id, namespace: req.namespace, owner: io_owner },
             &what,
             |pid| cg.add_proc(pid).map_err(|e| e.to_string()),
             |pid| {
@@ -240,6 +246,7 @@ impl Container {
         Ok(Container {
             id: req.id.to_string(),
             namespace: req.namespace.to_string(),
+            io_owner: req.options.io_uid.zip(req.options.io_gid),
             spec: bundle.spec.clone(),
             bundle: req.bundle.to_path_buf(),
             init: Proc {
@@ -335,11 +342,13 @@ impl Container {
         let id = self.id.clone();
         let cgroup = &mut self.cgroup;
         let namespace = &self.namespace;
+        let io_owner = &self.io_owner;
         let p = self.execs.get_mut(exec_id).ok_or_else(|| ContainerError::NoExec { id: id.clone(), exec_id: exec_id.to_string() })?;
         let Some(process) = p.pending.take() else {
             return Err(ContainerError::State { what: p.what(&id), state: p.status.name(), action: "start", wanted: "created" });
         };
-        let config = InitConfig { id: id.clone(), bundle, cgroups: CgroupMounts::default(), exec: Some(ExecConfig { init_pid, process }) };
+        let config =
+            InitConfig { id: id.clone(), bundle, cgroups: CgroupMounts::default(), exec: Some(ExecConfig { init_pid, process }), new_keyring: false };
         let exe = exe.to_path_buf();
         let what = p.what(&id);
         let (created, handles) = launch_with_io(
@@ -352,7 +361,7 @@ impl Container {
                 stdio,
             },
             &p.io,
-            &LogTarget { container_id: &id, namespace },
+            &LogTarget { container_id: &id, namespace, owner: *io_owner },
             &what,
             |pid| cgroup.add_proc(pid).map_err(|e| e.to_string()),
             |_| Err("an exec has no runtime hooks".into()),

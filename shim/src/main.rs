@@ -11,6 +11,7 @@ mod container;
 mod delete;
 mod events;
 mod oom;
+mod options;
 mod reaper;
 mod rootfs_mounts;
 mod server;

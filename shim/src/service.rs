@@ -167,9 +167,11 @@ impl Task for Service {
         if !req.checkpoint.is_empty() {
             return Err(unimplemented("restoring from a checkpoint"));
         }
+        let options = crate::options::parse(req.options.as_ref()).map_err(|e| status(Code::INVALID_ARGUMENT, e))?;
         let wait = self.hook_wait();
         let container = Container::create(CreateRequest {
             id: &req.id,
+            options,
             wait: &wait,
             namespace: &self.namespace,
             bundle: Path::new(&req.bundle),

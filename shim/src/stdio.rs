@@ -137,6 +137,14 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), StdioError> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(StdioError::Pipe)
 }
 
+/// Gives the process's end of a pipe to the IoUid/IoGid owner.
+fn own(fd: &OwnedFd, owner: Option<(u32, u32)>) -> Result<(), StdioError> {
+    if let Some((uid, gid)) = owner {
+        nix::unistd::fchown(fd, Some(uid.into()), Some(gid.into())).map_err(StdioError::Pipe)?;
+    }
+    Ok(())
+}
+
 fn local_path(uri: &str) -> Result<&str, StdioError> {
     if let Some(p) = uri.strip_prefix("file://") {
         return Ok(p);
@@ -196,10 +204,14 @@ fn open_sink(uri: &str) -> Result<File, StdioError> {
         .map_err(|source| StdioError::Open { path: path.into(), source })
 }
 
-/// Who a `binary://` logger is logging for.
+/// Who the process's stdio is for.
 pub struct LogTarget<'a> {
     pub container_id: &'a str,
+    /// containerd's namespace, for `binary://` loggers.
     pub namespace: &'a str,
+    /// IoUid/IoGid from the runtime options: the owner of the pipes the
+    /// process gets, so it can reopen them through /proc/self/fd.
+    pub owner: Option<(u32, u32)>,
 }
 
 /// Starts a `binary://` logger the way containerd's shims do: the process's
@@ -292,6 +304,7 @@ pub fn open(stdin: &str, stdout: &str, stderr: &str, terminal: bool, target: &Lo
         devnull(false)?
     } else {
         let (r, w) = pipe()?;
+        own(&r, target.owner)?;
         io.stdin.set(File::from(w));
         spawn_stdin(PathBuf::from(local_path(stdin)?), io.stdin.clone());
         r
@@ -302,6 +315,7 @@ pub fn open(stdin: &str, stdout: &str, stderr: &str, terminal: bool, target: &Lo
         }
         let sink = open_sink(uri)?;
         let (r, w) = pipe()?;
+        own(&w, target.owner)?;
         let (tx, rx) = channel();
         io.done.push(rx);
         spawn_copy("output-copy", File::from(r), sink, Some(tx));
@@ -311,6 +325,8 @@ pub fn open(stdin: &str, stdout: &str, stderr: &str, terminal: bool, target: &Lo
         // One logger takes both streams; containerd passes the same URI as
         // stdout and stderr.
         let (out, err) = start_logger(stdout, target)?;
+        own(&out, target.owner)?;
+        own(&err, target.owner)?;
         return Ok((Stdio3 { stdin: stdin_fd, stdout: out, stderr: err }, io));
     }
     let stdout_fd = output(stdout)?;
