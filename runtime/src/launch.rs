@@ -103,12 +103,8 @@ pub fn create(
     let mut pid = None;
     let mut console = None;
     loop {
-        let msg = match chan.recv_fd::<FromInit>() {
-            Ok((FromInit::Console, fd)) => {
-                console = Some(fd.ok_or_else(|| LaunchError::Protocol("console message without an fd".into()))?);
-                continue;
-            }
-            Ok((m, _)) => m,
+        let (msg, fd) = match chan.recv_fd::<FromInit>() {
+            Ok(m) => m,
             Err(ChannelError::Closed) => return Err(LaunchError::Vanished { pid: pid.unwrap_or(stage1) }),
             Err(e) => return Err(e.into()),
         };
@@ -131,7 +127,7 @@ pub fn create(
                 return Ok(Created { chan, pid, console });
             }
             FromInit::Error(e) => return Err(LaunchError::Init(e)),
-            FromInit::Console => unreachable!("handled with its fd above"),
+            FromInit::Console => console = Some(fd.ok_or_else(|| LaunchError::Protocol("console message without an fd".into()))?),
         }
     }
 }
