@@ -42,13 +42,34 @@ fn task_methods(service: Arc<Service>) -> Methods {
     v3.into_iter().chain(v2).collect()
 }
 
+/// Our records at the chosen level; the ttrpc library's chatter about its
+/// own listener and connections only at debug.
+struct Filtered {
+    inner: FifoLogger,
+    debug: bool,
+}
+
+impl log::Log for Filtered {
+    fn enabled(&self, m: &log::Metadata) -> bool {
+        (self.debug || !m.target().starts_with("ttrpc") || m.level() <= log::Level::Warn) && self.inner.enabled(m)
+    }
+    fn log(&self, r: &log::Record) {
+        if self.enabled(r.metadata()) {
+            self.inner.log(r);
+        }
+    }
+    fn flush(&self) {
+        self.inner.flush();
+    }
+}
+
 fn init_logging(flags: &Flags) {
     // O_RDWR never blocks on open, whether or not containerd has opened its
     // reader yet, and O_NONBLOCK drops a line rather than stall the shim
     // while containerd is down and the FIFO is full.
     let log = std::fs::OpenOptions::new().read(true).write(true).custom_flags(libc::O_NONBLOCK).open("log");
     if let Ok(file) = log {
-        let _ = log::set_boxed_logger(Box::new(FifoLogger::with_file(file)));
+        let _ = log::set_boxed_logger(Box::new(Filtered { inner: FifoLogger::with_file(file), debug: flags.debug }));
     }
     let level = if flags.debug { log::LevelFilter::Debug } else { log::LevelFilter::Info };
     log::set_max_level(level);

@@ -140,7 +140,8 @@ impl Service {
                 let _ = std::thread::Builder::new().name("exit".into()).spawn(move || {
                     let (mut c, exit) = cell.record_exit(&exec_id, code);
                     report_oom(&mut c, &events);
-                    log::info!("container {} process {exec_id:?} pid {pid} exited with {}", c.id, exit.code);
+                    let which = if exec_id.is_empty() { "init".to_string() } else { format!("exec {exec_id}") };
+                    log::info!("container {} {which} pid {pid} exited with {}", c.id, exit.code);
                     events.publish(
                         TASK_EXIT_EVENT_TOPIC,
                         Box::new(TaskExit {
