@@ -123,6 +123,7 @@ impl Manager for FsCgroup {
     }
 
     fn set(&mut self, resources: &LinuxResources) -> Result<(), CgroupError> {
+        let resources = &crate::devices::with_defaults(resources);
         if self.layout != Layout::Unified {
             return self.inner.set(resources).map_err(|e| self.err(format!("apply resources: {e}")));
         }

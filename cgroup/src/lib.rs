@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod devices;
 pub mod ebpf;
 pub mod fs;
 pub mod oom;

@@ -116,8 +116,10 @@ pub fn enter_cwd(sys: &dyn Syscall, process: &Process) -> Result<(), ProcessErro
     }
 }
 
+/// The container's PATH. Without one, a bare name is not found, as under
+/// runc (Go's LookPath on an empty PATH).
 fn env_path(env: &[String]) -> &str {
-    env.iter().find_map(|e| e.strip_prefix("PATH=")).unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    env.iter().find_map(|e| e.strip_prefix("PATH=")).unwrap_or("")
 }
 
 fn check_executable(path: &Path) -> Result<(), ProcessError> {

@@ -15,6 +15,7 @@ mod ctr;
 mod events;
 pub mod host;
 mod rootfs;
+pub mod vm;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

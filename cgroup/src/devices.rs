@@ -1,0 +1,51 @@
+//! The device rules every container gets on top of its spec's.
+//!
+//! runc appends its AllowedDevices to every container's rules (last match
+//! wins, so they hold whatever the spec says): the nodes it creates in /dev
+//! and the pty devices. We append the same read/write/mknod rules, except
+//! runc's blanket `c *:* m` and `b *:* m`: the device rules must deny mknod
+//! of a host disk, not only its open.
+
+use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxResources};
+
+fn allow(major: i64, minor: Option<i64>) -> LinuxDeviceCgroup {
+    let mut b = LinuxDeviceCgroupBuilder::default().allow(true).typ(LinuxDeviceType::C).major(major).access("rwm");
+    if let Some(m) = minor {
+        b = b.minor(m);
+    }
+    b.build().expect("valid device rule")
+}
+
+/// /dev/null, zero, full, random, urandom, tty, ptmx and every pty.
+pub fn default_rules() -> Vec<LinuxDeviceCgroup> {
+    vec![allow(1, Some(3)), allow(1, Some(5)), allow(1, Some(7)), allow(1, Some(8)), allow(1, Some(9)), allow(5, Some(0)), allow(5, Some(2)), allow(136, None)]
+}
+
+/// `resources` with the default rules after the spec's, when it has device
+/// rules at all.
+pub fn with_defaults(resources: &LinuxResources) -> LinuxResources {
+    let mut r = resources.clone();
+    if let Some(mut rules) = r.devices().clone() {
+        rules.extend(default_rules());
+        r.set_devices(Some(rules));
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci_spec::runtime::LinuxResourcesBuilder;
+
+    #[test]
+    fn defaults_follow_the_spec_rules() {
+        let deny_all = LinuxDeviceCgroupBuilder::default().allow(false).access("rwm").build().unwrap();
+        let r = LinuxResourcesBuilder::default().devices(vec![deny_all.clone()]).build().unwrap();
+        let rules = with_defaults(&r).devices().clone().unwrap();
+        assert_eq!(rules[0], deny_all);
+        assert_eq!(rules.len(), 1 + default_rules().len());
+        assert!(rules.iter().all(|d| d.major().is_some() || !d.allow()), "no wildcard allow: {rules:?}");
+        let none = LinuxResourcesBuilder::default().build().unwrap();
+        assert!(with_defaults(&none).devices().is_none());
+    }
+}
