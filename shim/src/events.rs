@@ -50,9 +50,21 @@ impl Events {
     }
 }
 
+/// How long the connection to containerd stays open with nothing to send.
+/// Its ttrpc client holds two threads, which an idle shim need not keep.
+const IDLE: Duration = Duration::from_secs(2);
+
 fn forward(rx: Receiver<Event>, address: &str, namespace: &str) {
     let mut publisher: Option<RemotePublisher> = None;
-    for event in rx {
+    loop {
+        let event = match rx.recv_timeout(IDLE) {
+            Ok(e) => e,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                publisher = None;
+                continue;
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+        };
         // containerd may be restarting: reconnect, with a bounded wait, and
         // drop the event only after that. containerd re-reads task state
         // through State/Wait when it returns, so no exit is lost with it.

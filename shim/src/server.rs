@@ -76,6 +76,11 @@ fn init_logging(flags: &Flags) {
 }
 
 pub fn run(flags: &Flags) -> Result<(), ServerError> {
+    // One malloc arena for the whole process: glibc otherwise gives each
+    // thread that allocates an arena of its own, and an idle shim would
+    // carry their dirty pages (issue #7 counts every idle shim's PSS).
+    // SAFETY: mallopt before any thread of ours exists.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
     // SAFETY: prctl with integer arguments.
     let r = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     nix::errno::Errno::result(r).map_err(ServerError::Subreaper)?;
@@ -93,7 +98,16 @@ pub fn run(flags: &Flags) -> Result<(), ServerError> {
 
     // SAFETY: `start` passed the bound listener as this fd for our use.
     let listener = unsafe { OwnedFd::from_raw_fd(LISTEN_FD) };
-    let mut server = Server::new().add_listener(listener.into_raw_fd())?.register_service(task_methods(service));
+    // Few idle handlers per connection: containerd calls a shim a few times
+    // per container, and ttrpc starts more handlers when fewer than `min`
+    // are idle (one blocked in Wait, say). ttrpc requires min < default <
+    // max.
+    let mut server = Server::new()
+        .set_thread_count_min(1)
+        .set_thread_count_default(2)
+        .set_thread_count_max(4)
+        .add_listener(listener.into_raw_fd())?
+        .register_service(task_methods(service));
     server.start()?;
     log::info!("shim serving {} pid {}", flags.socket, std::process::id());
 

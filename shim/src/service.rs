@@ -45,11 +45,35 @@ fn status(code: Code, msg: impl ToString) -> ttrpc::Error {
 /// Publishes TaskOOM if the container's cgroup saw a new OOM kill. Called
 /// under the container's lock by the OOM watcher and, before TaskExit, by
 /// the exit path.
-fn report_oom(c: &mut Container, events: &Events) {
-    if c.take_oom() {
+fn report_oom(c: &mut Container, events: &Events) -> bool {
+    let new = c.take_oom();
+    if new {
         log::info!("container {} hit its memory limit: oom kill", c.id);
         events.publish(TASK_OOM_EVENT_TOPIC, Box::new(TaskOOM { container_id: c.id.clone(), ..Default::default() }));
     }
+    new
+}
+
+/// The OOM watcher woke for this container. The kernel signals the v1
+/// eventfd before it picks a victim and counts the kill, so the counter is
+/// watched for a moment rather than read once; the lock is not held while
+/// waiting, so an exit can report the kill first (and then this finds
+/// nothing new).
+fn on_oom_wakeup(cell: &Cell, events: &Events) {
+    for _ in 0..50 {
+        if report_oom(&mut cell.lock(), events) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(4));
+    }
+}
+
+/// Gives the memory a Create, Delete or exit used for parsing and buffers
+/// back to the kernel: glibc keeps freed pages otherwise, and an idle shim
+/// would carry them (issue #7 counts every idle shim's PSS).
+fn release_memory() {
+    // SAFETY: malloc_trim only returns free memory to the kernel.
+    unsafe { libc::malloc_trim(0) };
 }
 
 fn unimplemented(what: &str) -> ttrpc::Error {
@@ -74,7 +98,7 @@ impl From<ContainerError> for ttrpc::Error {
 impl Service {
     pub fn new(namespace: &str, events: Arc<Events>, reaper: Arc<Reaper>, exit: Arc<ExitSignal>) -> Service {
         let for_oom = events.clone();
-        let oom = OomWatcher::start(Box::new(move |cell| report_oom(&mut cell.lock(), &for_oom)))
+        let oom = OomWatcher::start(Box::new(move |cell| on_oom_wakeup(cell, &for_oom)))
             .map_err(|e| log::error!("start oom watcher: {e}"))
             .ok();
         Service {
@@ -142,6 +166,7 @@ impl Service {
                     report_oom(&mut c, &events);
                     let which = if exec_id.is_empty() { "init".to_string() } else { format!("exec {exec_id}") };
                     log::info!("container {} {which} pid {pid} exited with {}", c.id, exit.code);
+                    release_memory();
                     events.publish(
                         TASK_EXIT_EVENT_TOPIC,
                         Box::new(TaskExit {
@@ -209,6 +234,7 @@ impl Task for Service {
                 ..Default::default()
             }),
         );
+        release_memory();
         Ok(api::CreateTaskResponse { pid: pid as u32, ..Default::default() })
     }
 
@@ -232,6 +258,7 @@ impl Task for Service {
                 Box::new(TaskExecStarted { container_id: c.id.clone(), exec_id: req.exec_id.clone(), pid: pid as u32, ..Default::default() }),
             );
         }
+        release_memory();
         Ok(api::StartResponse { pid: pid as u32, ..Default::default() })
     }
 
@@ -312,6 +339,7 @@ impl Task for Service {
                 ..Default::default()
             }),
         );
+        release_memory();
         Ok(api::DeleteResponse { pid: c.init.pid as u32, exit_status: exit.code, exited_at: MessageField::some(exit.at), ..Default::default() })
     }
 
