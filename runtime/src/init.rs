@@ -133,14 +133,23 @@ fn stage1(chan: &Channel) -> Result<(), InitError> {
     }
     namespaces::unshare(plan.create - CloneFlags::CLONE_NEWUSER)?;
 
+    // Both stages share the sync socket: stage 2 waits on this pipe until
+    // stage 1 has reported its pid, so the shim always hears Pid first.
+    let (pid_sent_r, pid_sent_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys_err("create a pipe"))?;
     // SAFETY: this process is single-threaded (fresh from exec, no thread
     // spawned), so the child may run arbitrary code.
     match unsafe { fork() }.map_err(sys_err("fork into the pid namespace"))? {
         ForkResult::Parent { child } => {
             chan.send(&FromInit::Pid(child.as_raw()))?;
+            drop(pid_sent_w);
             Ok(())
         }
         ForkResult::Child => {
+            drop(pid_sent_w);
+            let mut byte = [0u8; 1];
+            // Returns at end-of-file, once stage 1 closed its end.
+            let _ = nix::unistd::read(&pid_sent_r, &mut byte);
+            drop(pid_sent_r);
             let r = match &job {
                 Job::Init(bundle) => stage2_init(chan, bundle, &config, &plan),
                 Job::Exec(process, seccomp) => stage2_exec(chan, process, seccomp.as_ref(), &plan),

@@ -352,9 +352,11 @@ impl Task for Service {
             .map(|pid| {
                 // Execs are named, as containerd's runc shim does, so
                 // `ctr task ps` can show which exec a pid belongs to.
+                // The type URL is the bare message name, as runc's shim sends
+                // it: ctr 1.6 does not resolve a type.googleapis.com/ prefix.
                 let info = c.execs.values().find(|e| e.pid == pid).and_then(|e| {
                     let details = ProcessDetails { exec_id: e.exec_id.clone(), ..Default::default() };
-                    containerd_shim_protos::protobuf::well_known_types::any::Any::pack(&details).ok()
+                    containerd_shim::util::convert_to_any(Box::new(details)).ok()
                 });
                 ProcessInfo { pid: pid as u32, info: info.into(), ..Default::default() }
             })

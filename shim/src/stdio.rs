@@ -194,6 +194,12 @@ fn open_sink(uri: &str) -> Result<File, StdioError> {
     // O_RDWR on a FIFO never blocks on open and never raises SIGPIPE,
     // whether or not containerd's reader is there right now.
     let is_file = uri.starts_with("file://");
+    if is_file {
+        // As runc's shim does, a log file's directory is created.
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| StdioError::Open { path: dir.into(), source })?;
+        }
+    }
     OpenOptions::new()
         .read(!is_file)
         .write(true)

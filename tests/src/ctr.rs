@@ -8,6 +8,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::containerd::PrivateContainerd;
+use crate::procio::Logged;
 
 /// Time limit for one `ctr` call. Generous: it only exists so a hung shim
 /// fails the test instead of hanging the whole run.
@@ -221,8 +222,14 @@ impl<'a> Run<'a> {
     }
 
     fn args(&self, mode: Option<&str>) -> Vec<String> {
+        self.args_with(mode.as_slice())
+    }
+
+    /// The `ctr run` arguments, with `modes` (`--rm`, `-d`, `-t`) right
+    /// after `run`: for running ctr some other way, e.g. under `script`.
+    pub fn args_with(&self, modes: &[&str]) -> Vec<String> {
         let mut args = vec!["run".to_string()];
-        args.extend(mode.map(str::to_string));
+        args.extend(modes.iter().map(|m| m.to_string()));
         // ctr's default FIFO dir is /run/containerd/fifo; keep ours private.
         args.extend([
             "--fifo-dir".to_string(),
@@ -288,6 +295,12 @@ impl<'a> Run<'a> {
     /// `ctr run --rm` attached, in the background.
     pub fn spawn(self) -> Background {
         self.ctd.spawn_ctr(&self.args(Some("--rm")))
+    }
+
+    /// `ctr run MODES...` attached, in the background, its output going to
+    /// files readable while it runs (see [`Logged`]).
+    pub fn spawn_logged(self, modes: &[&str], name: &str) -> Logged {
+        self.ctd.spawn_ctr_logged(&self.args_with(modes), name)
     }
 }
 

@@ -14,6 +14,7 @@ mod containerd;
 mod ctr;
 mod events;
 pub mod host;
+mod procio;
 mod rootfs;
 pub mod vm;
 
@@ -22,6 +23,7 @@ use std::time::{Duration, Instant};
 
 pub use containerd::{Leftover, PrivateContainerd};
 pub use ctr::{Background, Run, TaskInfo};
+pub use procio::{output_with_input, shell_quote, Exec, Logged};
 pub use events::{Event, EventWatcher};
 pub use rootfs::busybox_rootfs;
 
