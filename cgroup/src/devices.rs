@@ -16,9 +16,21 @@ fn allow(major: i64, minor: Option<i64>) -> LinuxDeviceCgroup {
     b.build().expect("valid device rule")
 }
 
-/// /dev/null, zero, full, random, urandom, tty, ptmx and every pty.
+/// /dev/null, zero, full, random, urandom, tty, ptmx, every pty, and
+/// /dev/net/tun (runc dropped it in 1.2.0 and put it back in 1.2.4, because
+/// containers that use it broke).
 pub fn default_rules() -> Vec<LinuxDeviceCgroup> {
-    vec![allow(1, Some(3)), allow(1, Some(5)), allow(1, Some(7)), allow(1, Some(8)), allow(1, Some(9)), allow(5, Some(0)), allow(5, Some(2)), allow(136, None)]
+    vec![
+        allow(1, Some(3)),
+        allow(1, Some(5)),
+        allow(1, Some(7)),
+        allow(1, Some(8)),
+        allow(1, Some(9)),
+        allow(5, Some(0)),
+        allow(5, Some(2)),
+        allow(136, None),
+        allow(10, Some(200)),
+    ]
 }
 
 /// `resources` with the default rules after the spec's, when it has device

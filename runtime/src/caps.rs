@@ -72,7 +72,7 @@ impl CapSets {
 pub fn drop_bounding(sys: &dyn Syscall, sets: &CapSets) -> Result<(), CapsError> {
     for cap in 0..=last_cap() {
         if sets.bounding & (1u64 << cap) == 0 {
-            match sys.prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong) {
+            match sys.prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0) {
                 // A capability the kernel does not know is not in the set.
                 Ok(()) | Err(nix::errno::Errno::EINVAL) => {}
                 Err(errno) => return Err(CapsError::Apply { step: "drop bounding capability", errno }),
@@ -91,7 +91,7 @@ pub fn apply(sys: &dyn Syscall, sets: &CapSets) -> Result<(), CapsError> {
     if sets.ambient != 0 {
         for cap in 0..64u32 {
             if sets.ambient & (1u64 << cap) != 0 {
-                sys.prctl(libc::PR_CAP_AMBIENT, ((libc::PR_CAP_AMBIENT_RAISE as u64) | (u64::from(cap) << 32)) as libc::c_ulong)
+                sys.prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong, cap as libc::c_ulong)
                     .map_err(|errno| CapsError::Apply { step: "raise ambient capability", errno })?;
             }
         }

@@ -75,6 +75,12 @@ pub fn main() -> ! {
         }
     };
     std::env::remove_var(SYNC_FD_ENV);
+    // Whatever the multithreaded shim had open when it forked us (ttrpc's
+    // accepted sockets are not close-on-exec) must not reach a hook or the
+    // container: mark every fd from 3 up close-on-exec, the sync socket
+    // included (we use it, we never exec with it).
+    // SAFETY: close_range with integer arguments.
+    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
     // SAFETY: the shim passed this fd to us for our exclusive use.
     let chan = Channel::from_fd(unsafe { OwnedFd::from_raw_fd(fd) });
     let code = match stage1(&chan) {
@@ -93,7 +99,7 @@ fn stage1(chan: &Channel) -> Result<(), InitError> {
     // opened by other processes of the container's user, so nothing that
     // joins the container's namespaces can reach our binary through it.
     // This must precede any setns.
-    Linux.prctl(libc::PR_SET_DUMPABLE, 0).map_err(sys_err("set non-dumpable"))?;
+    Linux.prctl(libc::PR_SET_DUMPABLE, 0, 0).map_err(sys_err("set non-dumpable"))?;
 
     let ToInit::Config(config) = chan.recv()? else {
         return Err(InitError::Unsupported("expected the init config first".into()));
@@ -216,7 +222,7 @@ fn stage2_init(chan: &Channel, bundle: &Bundle, config: &InitConfig, plan: &Plan
     }
     let state = |status| hooks::State::new(spec, &config.id, status, std::process::id() as i32, &bundle.dir);
     // Before pivot_root, so the path resolves on the host, in our namespaces.
-    hooks::run_all("createContainer", hooks.create_container().as_ref(), &state("created"), &hooks::waitpid)?;
+    hooks::run_all("createContainer", hooks.create_container().as_ref(), &state("creating"), &hooks::waitpid)?;
     rootfs::pivot(&sys, &bundle.rootfs)?;
 
     // sysctl writes need /proc/sys writable, so they precede readonlyPaths.

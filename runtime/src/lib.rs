@@ -8,6 +8,7 @@
 pub mod caps;
 pub mod channel;
 pub mod console;
+pub mod exe;
 pub mod hooks;
 pub mod init;
 pub mod launch;

@@ -75,21 +75,21 @@ pub fn switch_identity(sys: &dyn Syscall, process: &Process, setgroups_allowed: 
     caps::drop_bounding(sys, &sets)?;
     let user = process.user();
     let id_err = |step, id: u32| move |errno| ProcessError::Identity { step, id: id.to_string(), errno };
-    sys.prctl(libc::PR_SET_KEEPCAPS, 1).map_err(id_err("keep capabilities for", user.uid()))?;
+    sys.prctl(libc::PR_SET_KEEPCAPS, 1, 0).map_err(id_err("keep capabilities for", user.uid()))?;
     if setgroups_allowed {
         let gids = user.additional_gids().clone().unwrap_or_default();
         sys.setgroups(&gids).map_err(|errno| ProcessError::Identity { step: "set additional groups", id: format!("{gids:?}"), errno })?;
     }
     sys.setresgid(user.gid()).map_err(id_err("set gid", user.gid()))?;
     sys.setresuid(user.uid()).map_err(id_err("set uid", user.uid()))?;
-    sys.prctl(libc::PR_SET_KEEPCAPS, 0).map_err(id_err("clear keep capabilities for", user.uid()))?;
+    sys.prctl(libc::PR_SET_KEEPCAPS, 0, 0).map_err(id_err("clear keep capabilities for", user.uid()))?;
     caps::apply(sys, &sets)?;
     Ok(())
 }
 
 pub fn set_no_new_privs(sys: &dyn Syscall, process: &Process) -> Result<(), ProcessError> {
     if process.no_new_privileges().unwrap_or(false) {
-        sys.prctl(libc::PR_SET_NO_NEW_PRIVS, 1).map_err(ProcessError::NoNewPrivs)?;
+        sys.prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0).map_err(ProcessError::NoNewPrivs)?;
     }
     Ok(())
 }
@@ -241,7 +241,8 @@ mod tests {
         assert!(pos("setgroups [5]") < pos("setresgid 1000"));
         assert!(pos("setresgid 1000") < pos("setresuid 1000"));
         assert!(pos("setresuid 1000") < pos("capset e=0x20 p=0x20 i=0x20"));
-        assert!(pos("capset") < pos(&format!("prctl {} ", libc::PR_CAP_AMBIENT)));
+        // PR_CAP_AMBIENT_RAISE takes the capability as the third argument.
+        assert!(pos("capset") < pos(&format!("prctl {} {} 5", libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_RAISE)));
         // CAP_KILL (5) stays in the bounding set.
         assert!(!calls.contains(&format!("prctl {} 5", libc::PR_CAPBSET_DROP)));
     }

@@ -226,6 +226,11 @@ fn mount_one(sys: &dyn Syscall, root: &OwnedFd, m: &Mount, ctx: &RootfsContext<'
             mount(sys, None, Target::Fd(target.as_fd()), None, rest | MsFlags::MS_BIND | MsFlags::MS_REMOUNT, None, "bind remount", dest)?;
         }
     } else {
+        // A tmpfs with no mode= takes the mode of the directory it covers,
+        // as under runc, not tmpfs's default 1777.
+        let keep_mode = (typ == "tmpfs" && !opts.data.iter().any(|d| d.starts_with("mode=")))
+            .then(|| nix::sys::stat::fstat(&target).ok().map(|st| st.st_mode & 0o7777))
+            .flatten();
         let r = sys.mount(source.or(Some(Path::new(typ))), Target::Fd(target.as_fd()), Some(typ), opts.flags, data.as_deref());
         match r {
             // Without a network namespace of its own, the kernel refuses a
@@ -237,6 +242,10 @@ fn mount_one(sys: &dyn Syscall, root: &OwnedFd, m: &Mount, ctx: &RootfsContext<'
                 mount(sys, None, Target::Fd(target.as_fd()), None, rest, None, "sysfs bind remount", dest)?;
             }
             r => r.map_err(|errno| RootfsError::Mount { what: typ.to_string(), dest: dest.clone(), errno })?,
+        }
+        if let Some(mode) = keep_mode {
+            let mounted = open_in_root(root.as_fd(), dest, Create::Nothing)?;
+            sys.chmod(Target::Fd(mounted.as_fd()), mode).map_err(|errno| RootfsError::Mount { what: "tmpfs mode".into(), dest: dest.clone(), errno })?;
         }
     }
     if !opts.propagation.is_empty() {

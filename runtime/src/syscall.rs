@@ -49,7 +49,8 @@ pub trait Syscall {
     fn chdir(&self, path: &Path) -> Result<(), Errno>;
     fn fchdir(&self, dir: BorrowedFd<'_>) -> Result<(), Errno>;
     fn sethostname(&self, name: &str) -> Result<(), Errno>;
-    fn prctl(&self, option: libc::c_int, arg2: libc::c_ulong) -> Result<(), Errno>;
+    fn chmod(&self, target: Target<'_>, mode: u32) -> Result<(), Errno>;
+    fn prctl(&self, option: libc::c_int, arg2: libc::c_ulong, arg3: libc::c_ulong) -> Result<(), Errno>;
     fn capset(&self, effective: u64, permitted: u64, inheritable: u64) -> Result<(), Errno>;
     fn setresuid(&self, uid: u32) -> Result<(), Errno>;
     fn setresgid(&self, gid: u32) -> Result<(), Errno>;
@@ -100,9 +101,19 @@ impl Syscall for Linux {
         nix::unistd::sethostname(name)
     }
 
-    fn prctl(&self, option: libc::c_int, arg2: libc::c_ulong) -> Result<(), Errno> {
+    fn chmod(&self, target: Target<'_>, mode: u32) -> Result<(), Errno> {
+        // An O_PATH fd cannot be fchmod'ed; its /proc/self/fd link can.
+        nix::sys::stat::fchmodat(
+            nix::fcntl::AT_FDCWD,
+            &target.to_path(),
+            Mode::from_bits_truncate(mode as libc::mode_t),
+            nix::sys::stat::FchmodatFlags::FollowSymlink,
+        )
+    }
+
+    fn prctl(&self, option: libc::c_int, arg2: libc::c_ulong, arg3: libc::c_ulong) -> Result<(), Errno> {
         // SAFETY: prctl with integer arguments only.
-        let r = unsafe { libc::prctl(option, arg2, 0 as libc::c_ulong, 0 as libc::c_ulong, 0 as libc::c_ulong) };
+        let r = unsafe { libc::prctl(option, arg2, arg3, 0 as libc::c_ulong, 0 as libc::c_ulong) };
         Errno::result(r).map(drop)
     }
 
@@ -240,8 +251,12 @@ impl Syscall for Recorder {
         self.push(format!("sethostname {name}"));
         Ok(())
     }
-    fn prctl(&self, option: libc::c_int, arg2: libc::c_ulong) -> Result<(), Errno> {
-        self.push(format!("prctl {option} {arg2}"));
+    fn chmod(&self, target: Target<'_>, mode: u32) -> Result<(), Errno> {
+        self.push(format!("chmod {} {mode:o}", describe_target(target)));
+        Ok(())
+    }
+    fn prctl(&self, option: libc::c_int, arg2: libc::c_ulong, arg3: libc::c_ulong) -> Result<(), Errno> {
+        self.push(if arg3 == 0 { format!("prctl {option} {arg2}") } else { format!("prctl {option} {arg2} {arg3}") });
         Ok(())
     }
     fn capset(&self, effective: u64, permitted: u64, inheritable: u64) -> Result<(), Errno> {

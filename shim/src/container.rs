@@ -124,6 +124,9 @@ pub struct Container {
     mounted_rootfs: Option<PathBuf>,
     /// OOM kills already reported, so each is reported once.
     oom_reported: u64,
+    /// Whether init is the init of a pid namespace of its own. If not, the
+    /// kernel does not take the other processes down with it.
+    own_pid_ns: bool,
     /// The OOM watcher's registration, dropped on delete.
     pub oom_token: Option<u64>,
 }
@@ -261,6 +264,11 @@ impl Container {
             },
             execs: HashMap::new(),
             oom_reported: cg.oom_kills(),
+            own_pid_ns: linux
+                .namespaces()
+                .iter()
+                .flatten()
+                .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Pid && n.path().as_ref().is_none_or(|p| p.as_os_str().is_empty())),
             cgroup: Box::new(cg),
             mounted_rootfs: None,
             oom_token: None,
@@ -504,8 +512,14 @@ impl Cell {
             p.created = None;
         }
         if exec_id.is_empty() {
-            // Execs die with init: the kernel kills them when init was the
-            // pid namespace's init; otherwise we do, as runc's shim does.
+            // Everything dies with init: the kernel kills the rest when init
+            // was its pid namespace's init; otherwise we kill the cgroup, as
+            // runc's shim does (ShouldKillAllOnExit), execs included.
+            if !c.own_pid_ns {
+                if let Err(e) = c.cgroup.kill_all(libc::SIGKILL) {
+                    log::warn!("kill what container {} left after its init: {e}", c.id);
+                }
+            }
             for e in c.execs.values().filter(|e| e.status == Status::Running && e.pid > 0) {
                 // SAFETY: kill(2) with plain integers.
                 unsafe { libc::kill(e.pid, libc::SIGKILL) };

@@ -96,6 +96,11 @@ pub fn run(flags: &Flags) -> Result<(), ServerError> {
     let exit = Arc::new(ExitSignal::default());
     let service = Arc::new(Service::new(&flags.namespace, events.clone(), reaper, exit.clone()));
 
+    // Nothing we inherited, nor the listener, may reach a child: every fd
+    // from 3 up becomes close-on-exec (fds inherited from containerd's
+    // environment, such as a make jobserver's, included).
+    // SAFETY: close_range with integer arguments.
+    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
     // SAFETY: `start` passed the bound listener as this fd for our use.
     let listener = unsafe { OwnedFd::from_raw_fd(LISTEN_FD) };
     // Few idle handlers per connection: containerd calls a shim a few times

@@ -34,7 +34,10 @@ pub struct Service {
     oom: Option<Arc<OomWatcher>>,
     reaper: Arc<Reaper>,
     exit: Arc<ExitSignal>,
+    /// Our binary as the init stage executes it (see runtime::exe), and the
+    /// fd that path goes through.
     exe: PathBuf,
+    _exe_fd: Option<std::os::fd::OwnedFd>,
     namespace: String,
 }
 
@@ -97,6 +100,15 @@ impl From<ContainerError> for ttrpc::Error {
 
 impl Service {
     pub fn new(namespace: &str, events: Arc<Events>, reaper: Arc<Reaper>, exit: Arc<ExitSignal>) -> Service {
+        // Resolved once per shim, through /proc/self/exe: this keeps working
+        // after an upgrade replaced the binary on disk.
+        let (exe_fd, exe) = match runtime::exe::protected() {
+            Ok((fd, path)) => (Some(fd), path),
+            Err(e) => {
+                log::error!("{e}; the init stage runs from /proc/self/exe");
+                (None, PathBuf::from("/proc/self/exe"))
+            }
+        };
         let for_oom = events.clone();
         let oom = OomWatcher::start(Box::new(move |cell| on_oom_wakeup(cell, &for_oom)))
             .map_err(|e| log::error!("start oom watcher: {e}"))
@@ -107,9 +119,8 @@ impl Service {
             oom,
             reaper,
             exit,
-            // /proc/self/exe still works after the binary on disk was
-            // replaced by an upgrade, which a path read from it would not.
-            exe: PathBuf::from("/proc/self/exe"),
+            exe,
+            _exe_fd: exe_fd,
             namespace: namespace.to_string(),
         }
     }

@@ -14,6 +14,7 @@ mod containerd;
 mod ctr;
 mod events;
 pub mod host;
+pub mod probe;
 mod procio;
 mod rootfs;
 pub mod vm;
