@@ -71,6 +71,10 @@ impl Status {
     }
 }
 
+/// The exit status of an exec that could not be started, as a shell
+/// reports a command it could not run.
+const FAILED_EXEC: u32 = 127;
+
 #[derive(Debug, Clone)]
 pub struct Exit {
     pub code: u32,
@@ -324,6 +328,20 @@ impl Container {
     /// caller holds the lock and publishes the start event under it, so the
     /// exit can never be published first. Returns the pid.
     pub fn start(&mut self, exec_id: &str, exe: &Path) -> Result<i32, ContainerError> {
+        let result = self.start_process(exec_id, exe);
+        if result.is_err() && !exec_id.is_empty() {
+            // An exec that failed to start has exited as far as containerd
+            // is concerned: its Wait must return, and containerd deletes it.
+            if let Ok(p) = self.process_mut(exec_id) {
+                p.status = Status::Stopped;
+                p.exit = Some(Exit { code: FAILED_EXEC, at: now() });
+                p.created = None;
+            }
+        }
+        result
+    }
+
+    fn start_process(&mut self, exec_id: &str, exe: &Path) -> Result<i32, ContainerError> {
         if !exec_id.is_empty() {
             self.launch_exec(exec_id, exe)?;
         }
@@ -527,6 +545,12 @@ impl Cell {
         }
         self.exited.notify_all();
         (c, exit)
+    }
+
+    /// Wakes the waiters after a state change made under [`Cell::lock`]
+    /// outside the exit path (an exec that failed to start).
+    pub fn notify(&self) {
+        self.exited.notify_all();
     }
 
     /// Blocks until the process has exited.

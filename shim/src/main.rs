@@ -57,6 +57,9 @@ fn main() {
         other => Err(format!("unknown action {other:?}: expected start or delete")),
     };
     if let Err(e) = result {
+        // The server's stderr is /dev/null: its log FIFO is where containerd
+        // can show why it stopped.
+        log::error!("{} failed: {e}", flags.action);
         eprintln!("containerd-shim-rust-v2 {}: {e}", flags.action);
         std::process::exit(1);
     }

@@ -252,7 +252,7 @@ impl Task for Service {
     fn start(&self, _ctx: &TtrpcContext, req: api::StartRequest) -> ttrpc::Result<api::StartResponse> {
         let cell = self.get(&req.id)?;
         let mut c = cell.lock();
-        let pid = c.start(&req.exec_id, &self.exe)?;
+        let pid = c.start(&req.exec_id, &self.exe).inspect_err(|_| cell.notify())?;
         if !req.exec_id.is_empty() {
             // Registered before the exec may exit; the reaper holds an exit
             // that beats us here.

@@ -125,12 +125,60 @@ pub struct PrivateContainerd {
     /// Shim group names handed out, likewise.
     groups: Mutex<Vec<String>>,
     next_id: AtomicUsize,
+    /// CRI plugin settings of [`Self::start_with_cri`]; `None` for the ctr tests.
+    cri: Option<CriSettings>,
+}
+
+/// Settings of the CRI plugin for the CRI tests (`tests/src/cri.rs`), given
+/// to [`PrivateContainerd::start_with_cri`]. Plain [`PrivateContainerd::start`]
+/// leaves the CRI plugin at its defaults (no CNI, the stock sandbox image).
+#[derive(Debug, Clone, Default)]
+pub struct CriSettings {
+    /// `sandbox_image`: the pause image, already imported or to be imported
+    /// before the first RunPodSandbox.
+    pub sandbox_image: String,
+    /// `cni.bin_dir` and `cni.conf_dir`.
+    pub cni_bin_dir: PathBuf,
+    pub cni_conf_dir: PathBuf,
+    /// `netns_mounts_under_state_dir`: pod network namespaces are mounted
+    /// below containerd's state dir (ours) instead of `/var/run/netns`.
+    pub netns_under_state_dir: bool,
+    /// TOML appended to the config as is, e.g. a
+    /// `[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.rust.options]` table.
+    pub extra_toml: String,
+}
+
+impl CriSettings {
+    /// Lines for the `[plugins."io.containerd.grpc.v1.cri"]` table and the
+    /// tables to append, as a pair.
+    fn toml(&self) -> (String, String) {
+        let keys = format!(
+            "  sandbox_image = {:?}\n  netns_mounts_under_state_dir = {}\n",
+            self.sandbox_image, self.netns_under_state_dir
+        );
+        let tables = format!(
+            "\n[plugins.\"io.containerd.grpc.v1.cri\".cni]\n  bin_dir = {:?}\n  conf_dir = {:?}\n{}",
+            self.cni_bin_dir.display().to_string(),
+            self.cni_conf_dir.display().to_string(),
+            self.extra_toml
+        );
+        (keys, tables)
+    }
 }
 
 impl PrivateContainerd {
     /// Creates the instance's directory and starts containerd on it. Panics
     /// (after cleaning up) if containerd does not answer within 20 s.
     pub fn start() -> Self {
+        Self::start_inner(None)
+    }
+
+    /// Like [`Self::start`], with the CRI plugin configured by `cri`.
+    pub fn start_with_cri(cri: CriSettings) -> Self {
+        Self::start_inner(Some(cri))
+    }
+
+    fn start_inner(cri: Option<CriSettings>) -> Self {
         require_root();
         let shim = (runtime_under_test() == RUST_RUNTIME).then(shim_binary);
         run_dir_acquire();
@@ -157,6 +205,7 @@ impl PrivateContainerd {
             ids: Mutex::new(Vec::new()),
             groups: Mutex::new(Vec::new()),
             next_id: AtomicUsize::new(0),
+            cri,
         };
         for sub in ["root", "state", "bin", "fifo", "specs", "rootfs"] {
             fs::create_dir(ctd.dir.join(sub)).unwrap_or_else(|e| panic!("mkdir {sub}: {e}"));
@@ -173,6 +222,7 @@ impl PrivateContainerd {
 
     fn config(&self) -> String {
         let d = self.dir.display();
+        let (cri_keys, cri_tables) = self.cri.as_ref().map(CriSettings::toml).unwrap_or_default();
         // The CRI plugin stays enabled (later tests use it); it refuses to load
         // unless its default runtime ("runc") is configured, so both are.
         // Disabled plugins: snapshotters that cannot work here and only log
@@ -199,7 +249,7 @@ disabled_plugins = [
 
 [plugins."io.containerd.grpc.v1.cri"]
   restrict_oom_score_adj = true
-
+{cri_keys}
 [plugins."io.containerd.grpc.v1.cri".containerd]
   default_runtime_name = "runc"
 
@@ -208,7 +258,7 @@ disabled_plugins = [
 
 [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.rust]
   runtime_type = "{RUST_RUNTIME}"
-"#
+{cri_tables}"#
         )
     }
 

@@ -10,10 +10,13 @@
 //! another one: `IT_RUNTIME=io.containerd.runc.v2` runs the suite against runc,
 //! which is how the expectations themselves are checked.
 
+pub mod cni;
 mod containerd;
+pub mod cri;
 mod ctr;
 mod events;
 pub mod host;
+pub mod image;
 pub mod probe;
 mod procio;
 mod rootfs;
