@@ -59,9 +59,10 @@ enum Field {
     Bytes(Vec<u8>),
 }
 
-/// The keys of a CRI `[...runtimes.rust.options]` table, from its TOML body.
-/// The body is flat `Key = value` lines (containerd writes it from the
-/// table), so a line parser is enough.
+/// The keys of a CRI `[...runtimes.rust.options]` table. containerd 1.6
+/// sends only `config_path` (a file the operator names); 1.7 and later also
+/// send the table itself as `config_body`. Either is flat `Key = value`
+/// lines, so a line parser is enough.
 fn apply_toml(body: &str, o: &mut RuntimeOptions) -> Result<(), OptionsError> {
     for line in body.lines() {
         let Some((k, v)) = line.split_once('=') else { continue };
