@@ -124,7 +124,11 @@ impl Manager for FsCgroup {
 
     fn set(&mut self, resources: &LinuxResources) -> Result<(), CgroupError> {
         let resources = &crate::devices::with_defaults(resources);
+        let unified = resources.unified().clone().unwrap_or_default();
         if self.layout != Layout::Unified {
+            if !unified.is_empty() {
+                return Err(self.err("linux.resources.unified needs cgroup v2; this host's controllers are v1"));
+            }
             return self.inner.set(resources).map_err(|e| self.err(format!("apply resources: {e}")));
         }
         // cgroups-rs 0.5.1 has no v2 device controller (it fails with
@@ -136,6 +140,15 @@ impl Manager for FsCgroup {
         if let Some(rules) = devices {
             let prog = crate::ebpf::attach(&self.unified_dir(), &rules, self.device_filter.as_ref())?;
             self.device_filter = Some(prog);
+        }
+        // `unified`: raw cgroup v2 files, written last so they can refine
+        // what the typed fields set. Keys are file names in this cgroup.
+        for (key, value) in &unified {
+            if key.is_empty() || key.contains('/') || key.starts_with('.') {
+                return Err(self.err(format!("unified key {key:?} is not a file of this cgroup")));
+            }
+            let file = self.unified_dir().join(key);
+            std::fs::write(&file, value).map_err(|source| CgroupError::Io { path: file.clone(), action: "write", source })?;
         }
         Ok(())
     }

@@ -227,8 +227,7 @@ fn stage2_init(chan: &Channel, bundle: &Bundle, config: &InitConfig, plan: &Plan
 
     // sysctl writes need /proc/sys writable, so they precede readonlyPaths.
     for (key, value) in linux.sysctl().iter().flatten() {
-        let path = Path::new("/proc/sys").join(key.replace('.', "/"));
-        std::fs::write(&path, value).map_err(|e| InitError::Unsupported(format!("sysctl {key}={value}: {e}")))?;
+        write_sysctl(key, value)?;
     }
     // The console is bound over /dev/console before the root turns
     // read-only.
@@ -268,7 +267,30 @@ fn stage2_init(chan: &Channel, bundle: &Bundle, config: &InitConfig, plan: &Plan
         })?;
     }
     let start_hooks = (hooks.start_container().clone(), state("created"));
+    process::set_personality(linux.personality().as_ref())?;
     finish(chan, &process, linux.seccomp().as_ref(), plan, Some(start_hooks))
+}
+
+/// Writes one sysctl through a file that is verified to be procfs: no
+/// symlink on the way (an image could make /proc/sys point elsewhere when
+/// the spec mounts no /proc over it), and PROC_SUPER_MAGIC on the result.
+fn write_sysctl(key: &str, value: &str) -> Result<(), InitError> {
+    use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+    let err = |what: String| InitError::Unsupported(format!("sysctl {key}={value}: {what}"));
+    if key.contains('/') || key.split('.').any(|part| part.is_empty() || part == "..") {
+        return Err(err("not a sysctl name".into()));
+    }
+    let path = Path::new("/proc/sys").join(key.replace('.', "/"));
+    let how = OpenHow::new()
+        .flags(OFlag::O_WRONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
+        .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let fd = openat2(nix::fcntl::AT_FDCWD, &path, how).map_err(|e| err(e.to_string()))?;
+    const PROC_SUPER_MAGIC: i64 = 0x9fa0;
+    let fs = nix::sys::statfs::fstatfs(&fd).map_err(|e| err(e.to_string()))?;
+    if fs.filesystem_type().0 as i64 != PROC_SUPER_MAGIC {
+        return Err(err(format!("{} is not on procfs", path.display())));
+    }
+    nix::unistd::write(&fd, value.as_bytes()).map(drop).map_err(|e| err(e.to_string()))
 }
 
 fn stage2_exec(chan: &Channel, process: &Process, seccomp: Option<&LinuxSeccomp>, plan: &Plan) -> Result<Never, InitError> {
@@ -296,6 +318,7 @@ fn finish(
     let filter = seccomp.map(|s| seccomp::compile(s).map(|p| (s, p))).transpose()?;
     lsm::apply(process)?;
     process::set_rlimits(&sys, process)?;
+    process::set_scheduling(process)?;
     process::set_no_new_privs(&sys, process)?;
     let nnp = process.no_new_privileges().unwrap_or(false);
     if let (Some((profile, program)), false) = (&filter, nnp) {

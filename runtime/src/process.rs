@@ -31,6 +31,8 @@ pub enum ProcessError {
     NotExecutable { path: PathBuf, reason: String },
     #[error("invalid argument or environment string: {0}")]
     Nul(String),
+    #[error("{0}")]
+    Scheduling(String),
 }
 
 fn rlimit_resource(t: PosixRlimitType) -> u32 {
@@ -61,6 +63,85 @@ pub fn set_rlimits(sys: &dyn Syscall, process: &Process) -> Result<(), ProcessEr
             .map_err(|errno| ProcessError::Rlimit { name: r.typ().to_string(), errno })?;
     }
     Ok(())
+}
+
+/// `process.scheduler` (sched_setattr(2)) and `process.ioPriority`
+/// (ioprio_set(2)). Real-time classes need CAP_SYS_NICE or CAP_SYS_ADMIN,
+/// so this runs before the capabilities are dropped.
+pub fn set_scheduling(process: &Process) -> Result<(), ProcessError> {
+    use oci_spec::runtime::{IOPriorityClass, LinuxSchedulerFlag, LinuxSchedulerPolicy};
+    if let Some(s) = process.scheduler() {
+        let policy = match s.policy() {
+            LinuxSchedulerPolicy::SchedOther => 0,
+            LinuxSchedulerPolicy::SchedFifo => 1,
+            LinuxSchedulerPolicy::SchedRr => 2,
+            LinuxSchedulerPolicy::SchedBatch => 3,
+            LinuxSchedulerPolicy::SchedIdle => 5,
+            LinuxSchedulerPolicy::SchedDeadline => 6,
+            LinuxSchedulerPolicy::SchedIso => return Err(ProcessError::Scheduling("SCHED_ISO is not a Linux policy".into())),
+        };
+        let flags = s.flags().iter().flatten().fold(0u64, |f, flag| {
+            f | match flag {
+                LinuxSchedulerFlag::SchedResetOnFork => 0x01,
+                LinuxSchedulerFlag::SchedFlagReclaim => 0x02,
+                LinuxSchedulerFlag::SchedFlagDLOverrun => 0x04,
+                LinuxSchedulerFlag::SchedFlagKeepPolicy => 0x08,
+                LinuxSchedulerFlag::SchedFlagKeepParams => 0x10,
+                LinuxSchedulerFlag::SchedFlagUtilClampMin => 0x20,
+                LinuxSchedulerFlag::SchedFlagUtilClampMax => 0x40,
+            }
+        });
+        #[repr(C)]
+        struct SchedAttr {
+            size: u32,
+            policy: u32,
+            flags: u64,
+            nice: i32,
+            priority: u32,
+            runtime: u64,
+            deadline: u64,
+            period: u64,
+        }
+        let attr = SchedAttr {
+            size: std::mem::size_of::<SchedAttr>() as u32,
+            policy,
+            flags,
+            nice: s.nice().unwrap_or(0),
+            priority: s.priority().unwrap_or(0) as u32,
+            runtime: s.runtime().unwrap_or(0),
+            deadline: s.deadline().unwrap_or(0),
+            period: s.period().unwrap_or(0),
+        };
+        // SAFETY: attr is a valid sched_attr for the call.
+        let r = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0) };
+        Errno::result(r).map_err(|e| ProcessError::Scheduling(format!("sched_setattr {:?}: {e}", s.policy())))?;
+    }
+    if let Some(io) = process.io_priority() {
+        let class: i64 = match io.class() {
+            IOPriorityClass::IoprioClassRt => 1,
+            IOPriorityClass::IoprioClassBe => 2,
+            IOPriorityClass::IoprioClassIdle => 3,
+        };
+        const IOPRIO_WHO_PROCESS: i64 = 1;
+        // SAFETY: ioprio_set with integer arguments.
+        let r = unsafe { libc::syscall(libc::SYS_ioprio_set, IOPRIO_WHO_PROCESS, 0, (class << 13) | io.priority()) };
+        Errno::result(r).map_err(|e| ProcessError::Scheduling(format!("ioprio_set {:?} {}: {e}", io.class(), io.priority())))?;
+    }
+    Ok(())
+}
+
+/// `linux.personality`: LINUX or LINUX32 (what `uname -m` reports in the
+/// container). runc ignores the flags too.
+pub fn set_personality(personality: Option<&oci_spec::runtime::LinuxPersonality>) -> Result<(), ProcessError> {
+    use oci_spec::runtime::LinuxPersonalityDomain;
+    let Some(p) = personality else { return Ok(()) };
+    let domain: libc::c_ulong = match p.domain() {
+        LinuxPersonalityDomain::PerLinux => 0x0000,
+        LinuxPersonalityDomain::PerLinux32 => 0x0008,
+    };
+    // SAFETY: personality(2) with a plain domain.
+    let r = unsafe { libc::personality(domain) };
+    Errno::result(r).map(drop).map_err(|e| ProcessError::Scheduling(format!("personality {:?}: {e}", p.domain())))
 }
 
 /// Switches to the container's user and capability sets, in the order the
@@ -245,6 +326,35 @@ mod tests {
         assert!(pos("capset") < pos(&format!("prctl {} {} 5", libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_RAISE)));
         // CAP_KILL (5) stays in the bounding set.
         assert!(!calls.contains(&format!("prctl {} 5", libc::PR_CAPBSET_DROP)));
+    }
+
+    /// Applies a scheduler and an io priority in a forked child (they are
+    /// per-process) and reads them back there. Needs nothing but Linux:
+    /// SCHED_BATCH, a higher nice and the best-effort class are unprivileged.
+    #[test]
+    fn scheduler_and_io_priority_are_applied() {
+        use oci_spec::runtime::{IOPriorityClass, LinuxIOPriorityBuilder, LinuxSchedulerPolicy, SchedulerBuilder};
+        let process = ProcessBuilder::default()
+            .scheduler(SchedulerBuilder::default().policy(LinuxSchedulerPolicy::SchedBatch).nice(7).build().unwrap())
+            .io_priority(LinuxIOPriorityBuilder::default().class(IOPriorityClass::IoprioClassBe).priority(5).build().unwrap())
+            .build()
+            .unwrap();
+        // SAFETY: the child only makes syscalls and exits with _exit.
+        match unsafe { libc::fork() } {
+            0 => {
+                let ok = set_scheduling(&process).is_ok()
+                    && unsafe { libc::sched_getscheduler(0) } == libc::SCHED_BATCH
+                    && unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) } == 7
+                    && unsafe { libc::syscall(libc::SYS_ioprio_get, 1, 0) } == (2 << 13) | 5;
+                unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+            }
+            pid => {
+                let mut status = 0;
+                // SAFETY: waiting for our own child.
+                unsafe { libc::waitpid(pid, &mut status, 0) };
+                assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "the child saw other settings");
+            }
+        }
     }
 
     #[test]

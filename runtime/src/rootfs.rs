@@ -52,6 +52,10 @@ pub struct MountOptions {
     pub flags: MsFlags,
     pub propagation: MsFlags,
     pub data: Vec<String>,
+    /// Recursive attributes (`rro`, `rnosuid`, ...) as mount_setattr(2)
+    /// MOUNT_ATTR_* bits to set and to clear on the whole mount tree.
+    pub rec_set: u64,
+    pub rec_clr: u64,
 }
 
 impl MountOptions {
@@ -63,7 +67,7 @@ impl MountOptions {
 /// Maps option words to mount flags as mount(8) and runc do; anything else is
 /// filesystem data (`mode=755`, `size=64k`, `newinstance`).
 pub fn parse_options(options: &[String]) -> MountOptions {
-    let mut o = MountOptions { flags: MsFlags::empty(), propagation: MsFlags::empty(), data: Vec::new() };
+    let mut o = MountOptions { flags: MsFlags::empty(), propagation: MsFlags::empty(), data: Vec::new(), rec_set: 0, rec_clr: 0 };
     for opt in options {
         let (clear, flag) = match opt.as_str() {
             "defaults" => continue,
@@ -91,6 +95,26 @@ pub fn parse_options(options: &[String]) -> MountOptions {
             "nostrictatime" => (true, MsFlags::MS_STRICTATIME),
             "bind" => (false, MsFlags::MS_BIND),
             "rbind" => (false, MsFlags::MS_BIND | MsFlags::MS_REC),
+            word @ ("rro" | "rrw" | "rnosuid" | "rsuid" | "rnodev" | "rdev" | "rnoexec" | "rexec") => {
+                let (clear, attr) = match word {
+                    "rro" => (false, MOUNT_ATTR_RDONLY),
+                    "rrw" => (true, MOUNT_ATTR_RDONLY),
+                    "rnosuid" => (false, MOUNT_ATTR_NOSUID),
+                    "rsuid" => (true, MOUNT_ATTR_NOSUID),
+                    "rnodev" => (false, MOUNT_ATTR_NODEV),
+                    "rdev" => (true, MOUNT_ATTR_NODEV),
+                    "rnoexec" => (false, MOUNT_ATTR_NOEXEC),
+                    _ => (true, MOUNT_ATTR_NOEXEC),
+                };
+                if clear {
+                    o.rec_clr |= attr;
+                    o.rec_set &= !attr;
+                } else {
+                    o.rec_set |= attr;
+                    o.rec_clr &= !attr;
+                }
+                continue;
+            }
             "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave" | "unbindable" | "runbindable" => {
                 o.propagation |= propagation(opt).unwrap_or(MsFlags::empty());
                 continue;
@@ -108,6 +132,11 @@ pub fn parse_options(options: &[String]) -> MountOptions {
     }
     o
 }
+
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NOSUID: u64 = 0x2;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
+const MOUNT_ATTR_NOEXEC: u64 = 0x8;
 
 /// A propagation word as mount flags.
 pub fn propagation(word: &str) -> Option<MsFlags> {
@@ -251,6 +280,13 @@ fn mount_one(sys: &dyn Syscall, root: &OwnedFd, m: &Mount, ctx: &RootfsContext<'
     if !opts.propagation.is_empty() {
         let target = open_in_root(root.as_fd(), dest, Create::Nothing)?;
         mount(sys, None, Target::Fd(target.as_fd()), None, opts.propagation, None, "propagation", dest)?;
+    }
+    if opts.rec_set | opts.rec_clr != 0 {
+        // `rro` and friends apply to every mount below the destination,
+        // which only mount_setattr(2) with AT_RECURSIVE can do (5.12+).
+        let target = open_in_root(root.as_fd(), dest, Create::Nothing)?;
+        sys.mount_setattr(target.as_fd(), opts.rec_set, opts.rec_clr)
+            .map_err(|errno| RootfsError::Mount { what: "recursive attributes (needs Linux 5.12)".into(), dest: dest.clone(), errno })?;
     }
     Ok(())
 }
@@ -454,6 +490,9 @@ mod tests {
         assert_eq!(o.data, vec!["mode=755", "size=65536k"]);
         let o = opts(&["rbind", "ro", "rw"]);
         assert_eq!(o.flags, MsFlags::MS_BIND | MsFlags::MS_REC);
+        let o = opts(&["rbind", "rro", "rnosuid", "rexec"]);
+        assert_eq!((o.rec_set, o.rec_clr), (MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID, MOUNT_ATTR_NOEXEC));
+        assert!(o.data.is_empty(), "{:?}", o.data);
     }
 
     #[test]

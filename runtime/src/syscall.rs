@@ -50,6 +50,8 @@ pub trait Syscall {
     fn fchdir(&self, dir: BorrowedFd<'_>) -> Result<(), Errno>;
     fn sethostname(&self, name: &str) -> Result<(), Errno>;
     fn chmod(&self, target: Target<'_>, mode: u32) -> Result<(), Errno>;
+    /// mount_setattr(2) on the tree at `target`, recursively.
+    fn mount_setattr(&self, target: BorrowedFd<'_>, set: u64, clr: u64) -> Result<(), Errno>;
     fn prctl(&self, option: libc::c_int, arg2: libc::c_ulong, arg3: libc::c_ulong) -> Result<(), Errno>;
     fn capset(&self, effective: u64, permitted: u64, inheritable: u64) -> Result<(), Errno>;
     fn setresuid(&self, uid: u32) -> Result<(), Errno>;
@@ -99,6 +101,29 @@ impl Syscall for Linux {
 
     fn sethostname(&self, name: &str) -> Result<(), Errno> {
         nix::unistd::sethostname(name)
+    }
+
+    fn mount_setattr(&self, target: BorrowedFd<'_>, set: u64, clr: u64) -> Result<(), Errno> {
+        #[repr(C)]
+        struct MountAttr {
+            attr_set: u64,
+            attr_clr: u64,
+            propagation: u64,
+            userns_fd: u64,
+        }
+        let attr = MountAttr { attr_set: set, attr_clr: clr, propagation: 0, userns_fd: 0 };
+        // SAFETY: attr is valid for the call; the empty path names the fd.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_mount_setattr,
+                target.as_raw_fd(),
+                c"".as_ptr(),
+                libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
+                &attr as *const MountAttr,
+                std::mem::size_of::<MountAttr>(),
+            )
+        };
+        Errno::result(r).map(drop)
     }
 
     fn chmod(&self, target: Target<'_>, mode: u32) -> Result<(), Errno> {
@@ -253,6 +278,10 @@ impl Syscall for Recorder {
     }
     fn chmod(&self, target: Target<'_>, mode: u32) -> Result<(), Errno> {
         self.push(format!("chmod {} {mode:o}", describe_target(target)));
+        Ok(())
+    }
+    fn mount_setattr(&self, target: BorrowedFd<'_>, set: u64, clr: u64) -> Result<(), Errno> {
+        self.push(format!("mount_setattr {} set={set:#x} clr={clr:#x}", describe_target(Target::Fd(target))));
         Ok(())
     }
     fn prctl(&self, option: libc::c_int, arg2: libc::c_ulong, arg3: libc::c_ulong) -> Result<(), Errno> {
