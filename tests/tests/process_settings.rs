@@ -112,3 +112,31 @@ fn rro_bind_is_read_only_all_the_way_down() {
     assert!(!Path::new(&host.join("top")).exists() && !sub.join("x").exists(), "a write reached the host");
     ctd.finish();
 }
+
+/// New cgroup and time namespaces. (runc 1.1.5 knows no time namespace.)
+#[test]
+fn cgroup_and_time_namespaces() {
+    if !testing_rust_shim() {
+        return;
+    }
+    let ctd = PrivateContainerd::start();
+    let id = ctd.unique_id("nsct");
+    let mut spec = ctd.default_spec(&id, &["/bin/sh", "-c", "readlink /proc/self/ns/cgroup; readlink /proc/self/ns/time; cat /proc/self/cgroup"]);
+    allow_default_devices(&mut spec);
+    let ns = spec["linux"]["namespaces"].as_array_mut().unwrap();
+    ns.push(serde_json::json!({"type": "cgroup"}));
+    ns.push(serde_json::json!({"type": "time"}));
+    let out = ctd.run_config(&id, ctd.write_spec(&id, &spec)).rm();
+    assert!(out.status.success(), "{}", show(&ctd, &out));
+    let text = stdout(&out);
+    let mut lines = text.lines();
+    let host = |kind: &str| std::fs::read_link(format!("/proc/self/ns/{kind}")).unwrap().display().to_string();
+    assert_ne!(lines.next(), Some(host("cgroup").as_str()), "{text}");
+    assert_ne!(lines.next(), Some(host("time").as_str()), "{text}");
+    // In its own cgroup namespace the container's cgroups are its roots.
+    for l in lines {
+        assert!(l.ends_with(":/"), "cgroup line {l:?} is not a namespace root:\n{text}");
+    }
+    ctd.assert_no_leftovers(&id);
+    ctd.finish();
+}
