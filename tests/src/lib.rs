@@ -10,6 +10,7 @@
 //! another one: `IT_RUNTIME=io.containerd.runc.v2` runs the suite against runc,
 //! which is how the expectations themselves are checked.
 
+pub mod check;
 pub mod cni;
 mod containerd;
 pub mod cri;

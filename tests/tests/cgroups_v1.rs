@@ -24,25 +24,14 @@ use std::path::PathBuf;
 use std::process::Output;
 use std::time::Duration;
 
+use integration_tests::check::{REACT, RUNNING, STOPPED, assert_fails_naming, stays_true, stderr, stdout};
 use integration_tests::host;
 use integration_tests::{
     runtime_under_test, testing_rust_shim, wait_until, Event, PrivateContainerd, RUNC_RUNTIME,
 };
 use serde_json::json;
 
-const RUNNING: &str = "RUNNING";
 const PAUSED: &str = "PAUSED";
-const STOPPED: &str = "STOPPED";
-/// Upper bound for a task to react to a signal or a shim to tear down.
-const REACT: Duration = Duration::from_secs(20);
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 /// Asserts that `ctr run` exited with `code`, showing everything otherwise.
 fn assert_exit(ctd: &PrivateContainerd, out: &Output, code: i32, what: &str) {
@@ -54,34 +43,6 @@ fn assert_exit(ctd: &PrivateContainerd, out: &Output, code: i32, what: &str) {
         stderr(out),
         ctd.log_tail(40)
     );
-}
-
-/// Asserts that a ctr call failed with an error message on stderr that
-/// names every needle (case-insensitively).
-fn assert_fails_naming(ctd: &PrivateContainerd, out: &Output, what: &str, needles: &[&str]) {
-    assert!(
-        !out.status.success(),
-        "{what} succeeded but must fail\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        stdout(out),
-        stderr(out)
-    );
-    let err = stderr(out);
-    assert!(
-        err.trim().len() > "ctr: ".len(),
-        "{what} failed without a message\n--- stderr ---\n{err}"
-    );
-    for needle in needles {
-        assert!(
-            err.to_lowercase().contains(&needle.to_lowercase()),
-            "{what}: the error does not mention {needle:?}\n--- stderr ---\n{err}\n{}",
-            ctd.log_tail(40)
-        );
-    }
-}
-
-/// Asserts that `cond` holds on every poll for `period`.
-fn stays_true(period: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    !wait_until(period, || !cond())
 }
 
 /// `freezer.state` of container `id`'s freezer cgroup.

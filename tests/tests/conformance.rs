@@ -27,6 +27,7 @@ use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
+use integration_tests::check::{REACT, STOPPED};
 use integration_tests::probe::{
     add_bind, add_mount, add_user_namespace, allow_default_devices, build_exe_payload, field,
     file_ids, host_runtime_binaries, normalise, plant_exe_payload, plant_symlink, private_rootfs,
@@ -38,9 +39,6 @@ use integration_tests::{
 };
 use serde_json::{json, Value};
 
-const STOPPED: &str = "STOPPED";
-/// Upper bound for a task to react to a signal or a shim to tear down.
-const REACT: Duration = Duration::from_secs(20);
 
 /// The two runtimes compared: runc's shim first (the reference), then ours.
 fn runtimes() -> [String; 2] {

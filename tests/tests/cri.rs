@@ -36,6 +36,7 @@
 
 use std::time::{Duration, Instant};
 
+use integration_tests::check::{REACT};
 use integration_tests::cri::{
     self, ContainerConfig, ContainerState, CriContainerd, CriOptions, LinuxContainerResources,
     NamespaceMode, Pod, PodSandboxState,
@@ -44,7 +45,6 @@ use integration_tests::host;
 use integration_tests::wait_until;
 use k8s_cri::v1::{LinuxContainerSecurityContext, NamespaceOption};
 
-const REACT: Duration = Duration::from_secs(20);
 
 /// `sleep 1000` from the busybox image.
 fn sleeper(cri: &CriContainerd, name: &str) -> ContainerConfig {

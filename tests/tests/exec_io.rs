@@ -38,26 +38,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use integration_tests::check::{REACT, RUNNING, STOPPED, assert_fails_naming, stays_true, stderr, stdout};
 use integration_tests::host;
 use integration_tests::{
     output_with_input, runtime_under_test, shell_quote, wait_until, Event, PrivateContainerd,
     RUNC_RUNTIME,
 };
 
-const RUNNING: &str = "RUNNING";
-const STOPPED: &str = "STOPPED";
-/// Upper bound for a task to react to a signal or a shim to tear down.
-const REACT: Duration = Duration::from_secs(20);
 /// Where `script` (util-linux / bsdutils) lives.
 const SCRIPT: &str = "/usr/bin/script";
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 /// Asserts that a ctr call exited with `code`, showing everything otherwise.
 fn assert_exit(ctd: &PrivateContainerd, out: &Output, code: i32, what: &str) {
@@ -69,29 +58,6 @@ fn assert_exit(ctd: &PrivateContainerd, out: &Output, code: i32, what: &str) {
         stderr(out),
         ctd.log_tail(40)
     );
-}
-
-/// Asserts that a ctr call failed and that its stderr names every needle.
-fn assert_fails_naming(ctd: &PrivateContainerd, out: &Output, what: &str, needles: &[&str]) {
-    assert!(
-        !out.status.success(),
-        "{what} succeeded but must fail\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        stdout(out),
-        stderr(out)
-    );
-    for needle in needles {
-        assert!(
-            stderr(out).contains(needle),
-            "{what}: the error does not mention {needle:?}\n--- stderr ---\n{}\n{}",
-            stderr(out),
-            ctd.log_tail(40)
-        );
-    }
-}
-
-/// Asserts that `cond` holds on every poll for `period`.
-fn stays_true(period: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    !wait_until(period, || !cond())
 }
 
 /// Asserts that task `id` is RUNNING with init `pid`, alive on the host.

@@ -15,21 +15,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Output;
 use std::time::Duration;
 
+use integration_tests::check::{REACT, RUNNING, STOPPED, stderr, stdout};
 use integration_tests::host;
 use integration_tests::{testing_rust_shim, wait_until, Leftover, PrivateContainerd, RUNC_RUNTIME};
 
-const RUNNING: &str = "RUNNING";
-const STOPPED: &str = "STOPPED";
-/// Upper bound for a task to react to a signal or a shim to tear down.
-const REACT: Duration = Duration::from_secs(20);
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 /// Asserts that `ctr run` exited with `code`, showing everything otherwise.
 fn assert_exit(ctd: &PrivateContainerd, out: &Output, code: i32, what: &str) {

@@ -13,50 +13,14 @@
 //!   `task create` command, so a task in the CREATED state cannot be reached
 //!   from ctr (and is not tested here).
 
-use std::process::Output;
 use std::time::Duration;
 
+use integration_tests::check::{assert_fails_naming, stays_true, stderr, REACT, RUNNING, STOPPED};
 use integration_tests::host;
 use integration_tests::{
     testing_rust_shim, wait_until, Event, Leftover, PrivateContainerd, SHIM_NAME,
 };
 
-const RUNNING: &str = "RUNNING";
-const STOPPED: &str = "STOPPED";
-/// Upper bound for a task to react to a signal or a shim to tear down.
-const REACT: Duration = Duration::from_secs(20);
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// Asserts that a ctr call failed and that its stderr names every needle.
-fn assert_fails_naming(ctd: &PrivateContainerd, out: &Output, what: &str, needles: &[&str]) {
-    assert!(
-        !out.status.success(),
-        "{what} succeeded but must fail\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        stdout(out),
-        stderr(out)
-    );
-    for needle in needles {
-        assert!(
-            stderr(out).contains(needle),
-            "{what}: the error does not mention {needle:?}\n--- stderr ---\n{}\n{}",
-            stderr(out),
-            ctd.log_tail(40)
-        );
-    }
-}
-
-/// Asserts that `cond` holds on every poll for `period`: for things that
-/// must not happen, such as a shim exiting while it still serves a container.
-fn stays_true(period: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    !wait_until(period, || !cond())
-}
 
 #[test]
 fn pids_lists_container_processes() {

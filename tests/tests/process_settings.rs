@@ -5,16 +5,9 @@
 use std::path::Path;
 use std::process::Output;
 
+use integration_tests::check::{stderr, stdout};
 use integration_tests::probe::{add_bind, allow_default_devices, private_rootfs};
 use integration_tests::{testing_rust_shim, PrivateContainerd};
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 fn show(ctd: &PrivateContainerd, out: &Output) -> String {
     format!("status {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}\n{}", out.status, stdout(out), stderr(out), ctd.log_tail(30))
