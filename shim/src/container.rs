@@ -198,13 +198,17 @@ impl Container {
     }
 
     fn create_on_rootfs(req: &CreateRequest<'_>) -> Result<Container, ContainerError> {
+        let t = std::time::Instant::now();
+        let phase = |name: &str| log::debug!("create {}: {name} at {:.1} ms", req.id, t.elapsed().as_secs_f64() * 1e3);
         let bundle = Bundle::load(req.bundle)?;
+        phase("spec parsed");
         let linux = bundle.spec.linux().clone().unwrap_or_default();
         let (cg_path, from_systemd) = cgroup::resolve(linux.cgroups_path().as_ref().and_then(|p| p.to_str()), req.id);
         if from_systemd {
             log::info!("no systemd cgroup driver: using cgroupfs path {cg_path} for {:?}", linux.cgroups_path());
         }
         let mut cg = FsCgroup::new(&cg_path)?;
+        phase("cgroup manager ready");
         let config = InitConfig {
             id: req.id.to_string(),
             bundle: req.bundle.to_path_buf(),
@@ -239,6 +243,7 @@ impl Container {
             Some(r) => cg.set(r).map(|()| launched).map_err(ContainerError::from),
             None => Ok(launched),
         });
+        phase("init stage ready, resources applied");
         let (created, handles) = match launched {
             Ok(l) => l,
             Err(e) => {

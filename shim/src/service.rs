@@ -250,6 +250,7 @@ impl Task for Service {
     }
 
     fn start(&self, _ctx: &TtrpcContext, req: api::StartRequest) -> ttrpc::Result<api::StartResponse> {
+        let t = std::time::Instant::now();
         let cell = self.get(&req.id)?;
         let mut c = cell.lock();
         let pid = c.start(&req.exec_id, &self.exe).inspect_err(|_| cell.notify())?;
@@ -270,6 +271,7 @@ impl Task for Service {
             );
         }
         release_memory();
+        log::debug!("start {} {:?}: pid {pid} running after {:.1} ms", req.id, req.exec_id, t.elapsed().as_secs_f64() * 1e3);
         Ok(api::StartResponse { pid: pid as u32, ..Default::default() })
     }
 
@@ -316,6 +318,7 @@ impl Task for Service {
     }
 
     fn delete(&self, _ctx: &TtrpcContext, req: api::DeleteRequest) -> ttrpc::Result<api::DeleteResponse> {
+        let t = std::time::Instant::now();
         let cell = self.get(&req.id)?;
         if !req.exec_id.is_empty() {
             let p = cell.lock().delete_exec(&req.exec_id)?;
@@ -338,7 +341,7 @@ impl Task for Service {
         let exit = c.init.exit.clone().unwrap_or(Exit { code: 0, at: Default::default() });
         self.containers.lock().unwrap().remove(&req.id);
         self.run_post_hooks("poststop", &c, "stopped");
-        log::info!("deleted {}", c.id);
+        log::info!("deleted {} in {:.1} ms", c.id, t.elapsed().as_secs_f64() * 1e3);
         self.events.publish(
             TASK_DELETE_EVENT_TOPIC,
             Box::new(TaskDelete {
