@@ -12,8 +12,10 @@
 //! sealed memfd copy instead.
 
 use std::io::Write;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
+
+use crate::syscall::{Linux, Syscall};
 
 #[derive(Debug, thiserror::Error)]
 #[error("protect our binary from the container: {step}: {source}")]
@@ -29,14 +31,6 @@ fn last(step: &'static str) -> ExeError {
 const OPEN_TREE_CLONE: libc::c_uint = 1;
 const MOUNT_ATTR_RDONLY: u64 = 1;
 
-#[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
-}
-
 fn readonly_clone() -> Result<OwnedFd, ExeError> {
     let path = c"/proc/self/exe";
     // SAFETY: open_tree with a valid path; returns a new fd or -1.
@@ -46,15 +40,9 @@ fn readonly_clone() -> Result<OwnedFd, ExeError> {
     }
     // SAFETY: fd is new and ours.
     let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    let attr = MountAttr { attr_set: MOUNT_ATTR_RDONLY, attr_clr: 0, propagation: 0, userns_fd: 0 };
-    // SAFETY: attr is valid for the call; the empty path with AT_EMPTY_PATH
-    // names the detached mount itself.
-    let r = unsafe {
-        libc::syscall(libc::SYS_mount_setattr, fd.as_raw_fd(), c"".as_ptr(), libc::AT_EMPTY_PATH, &attr as *const MountAttr, std::mem::size_of::<MountAttr>())
-    };
-    if r < 0 {
-        return Err(last("mount_setattr"));
-    }
+    Linux
+        .mount_setattr(fd.as_fd(), MOUNT_ATTR_RDONLY, 0)
+        .map_err(|errno| ExeError { step: "mount_setattr", source: std::io::Error::from(errno) })?;
     Ok(fd)
 }
 
