@@ -18,6 +18,18 @@ pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// Asserts that a ctr call exited with `code`, showing everything otherwise.
+pub fn assert_exit(ctd: &PrivateContainerd, out: &Output, code: i32, what: &str) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{what}: expected exit status {code}\n--- stdout ---\n{}\n--- stderr ---\n{}\n{}",
+        stdout(out),
+        stderr(out),
+        ctd.log_tail(40)
+    );
+}
+
 /// Asserts that a ctr call failed with a message on stderr that names
 /// every needle.
 pub fn assert_fails_naming(ctd: &PrivateContainerd, out: &Output, what: &str, needles: &[&str]) {

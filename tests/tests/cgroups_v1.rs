@@ -21,10 +21,9 @@
 
 use std::fs;
 use std::path::PathBuf;
-use std::process::Output;
 use std::time::Duration;
 
-use integration_tests::check::{REACT, RUNNING, STOPPED, assert_fails_naming, stays_true, stderr, stdout};
+use integration_tests::check::{assert_exit, REACT, RUNNING, STOPPED, assert_fails_naming, stays_true, stderr, stdout};
 use integration_tests::host;
 use integration_tests::{
     runtime_under_test, testing_rust_shim, wait_until, Event, PrivateContainerd, RUNC_RUNTIME,
@@ -32,18 +31,6 @@ use integration_tests::{
 use serde_json::json;
 
 const PAUSED: &str = "PAUSED";
-
-/// Asserts that `ctr run` exited with `code`, showing everything otherwise.
-fn assert_exit(ctd: &PrivateContainerd, out: &Output, code: i32, what: &str) {
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "{what}: expected exit status {code}\n--- stdout ---\n{}\n--- stderr ---\n{}\n{}",
-        stdout(out),
-        stderr(out),
-        ctd.log_tail(40)
-    );
-}
 
 /// `freezer.state` of container `id`'s freezer cgroup.
 fn freezer_state(ctd: &PrivateContainerd, id: &str) -> String {

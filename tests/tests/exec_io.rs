@@ -38,7 +38,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use integration_tests::check::{REACT, RUNNING, STOPPED, assert_fails_naming, stays_true, stderr, stdout};
+use integration_tests::check::{assert_exit, REACT, RUNNING, STOPPED, assert_fails_naming, stays_true, stderr, stdout};
 use integration_tests::host;
 use integration_tests::{
     output_with_input, runtime_under_test, shell_quote, wait_until, Event, PrivateContainerd,
@@ -47,18 +47,6 @@ use integration_tests::{
 
 /// Where `script` (util-linux / bsdutils) lives.
 const SCRIPT: &str = "/usr/bin/script";
-
-/// Asserts that a ctr call exited with `code`, showing everything otherwise.
-fn assert_exit(ctd: &PrivateContainerd, out: &Output, code: i32, what: &str) {
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "{what}: expected exit status {code}\n--- stdout ---\n{}\n--- stderr ---\n{}\n{}",
-        stdout(out),
-        stderr(out),
-        ctd.log_tail(40)
-    );
-}
 
 /// Asserts that task `id` is RUNNING with init `pid`, alive on the host.
 fn assert_running(ctd: &PrivateContainerd, id: &str, pid: u32, when: &str) {

@@ -15,22 +15,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Output;
 use std::time::Duration;
 
-use integration_tests::check::{REACT, RUNNING, STOPPED, stderr, stdout};
+use integration_tests::check::{assert_exit, REACT, RUNNING, STOPPED, stderr, stdout};
 use integration_tests::host;
 use integration_tests::{testing_rust_shim, wait_until, Leftover, PrivateContainerd, RUNC_RUNTIME};
 
-
-/// Asserts that `ctr run` exited with `code`, showing everything otherwise.
-fn assert_exit(ctd: &PrivateContainerd, out: &Output, code: i32, what: &str) {
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "{what}: expected exit status {code}\n--- stdout ---\n{}\n--- stderr ---\n{}\n{}",
-        stdout(out),
-        stderr(out),
-        ctd.log_tail(40)
-    );
-}
 
 /// Polls until the container's cgroup holds `n` processes, i.e. a shell
 /// script has forked its children, and returns their pids.
