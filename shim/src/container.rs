@@ -488,6 +488,9 @@ impl Container {
             return Err(self.state_err(p, "delete", "stopped"));
         }
         let mut p = self.execs.remove(exec_id).expect("checked above");
+        if let Some(h) = &p.handles {
+            h.release();
+        }
         if p.status == Status::Created && p.pid != 0 {
             // Built but never started: it waits on its sync socket, which
             // dropping `created` closes, so it exits.
@@ -502,6 +505,11 @@ impl Container {
             return Err(self.state_err(&self.init, "delete", "stopped"));
         }
         self.cgroup.destroy()?;
+        for p in std::iter::once(&self.init).chain(self.execs.values()) {
+            if let Some(h) = &p.handles {
+                h.release();
+            }
+        }
         if let Some(rootfs) = self.mounted_rootfs.take() {
             rootfs_mounts::unmount(&rootfs);
         }

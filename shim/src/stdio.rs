@@ -36,6 +36,8 @@ pub enum StdioError {
 pub struct IoHandles {
     done: Vec<Receiver<()>>,
     stdin: SharedWriter,
+    /// Our reader of containerd's stdin FIFO, to end its copy on release.
+    stdin_fifo: Option<File>,
     console: Option<File>,
 }
 
@@ -93,6 +95,20 @@ impl IoHandles {
         self.stdin.close();
     }
 
+    /// The process is gone: stop feeding it. A stdin thread still waiting
+    /// for containerd's writer (none ever comes with `ctr run -d`) is woken
+    /// by a writer of our own that opens and closes at once, through
+    /// /proc/self/fd, which reaches the FIFO even once its file is gone; the
+    /// copy reads end-of-file and the thread ends, instead of staying parked
+    /// for the life of a pod's shim.
+    pub fn release(&self) {
+        self.stdin.close();
+        if let Some(fifo) = &self.stdin_fifo {
+            let path = format!("/proc/self/fd/{}", fifo.as_raw_fd());
+            let _ = OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC).open(path);
+        }
+    }
+
     /// ResizePty.
     pub fn resize(&self, width: u32, height: u32) -> Result<(), StdioError> {
         let Some(console) = &self.console else { return Err(StdioError::NoTerminal) };
@@ -109,7 +125,7 @@ impl IoHandles {
         let writer = master.try_clone().map_err(|e| StdioError::Open { path: "pty master".into(), source: e })?;
         if !stdin.is_empty() {
             self.stdin.set(writer);
-            spawn_stdin(PathBuf::from(local_path(stdin)?), self.stdin.clone());
+            self.stdin_fifo = Some(spawn_stdin(Path::new(local_path(stdin)?), self.stdin.clone())?);
         }
         if !stdout.is_empty() {
             let sink = open_sink(stdout)?;
@@ -155,37 +171,55 @@ fn local_path(uri: &str) -> Result<&str, StdioError> {
     Ok(uri)
 }
 
-fn spawn_copy(name: &str, mut from: File, mut to: impl Write + Send + 'static, done: Option<std::sync::mpsc::Sender<()>>) {
-    let _ = std::thread::Builder::new().name(name.into()).spawn(move || {
-        let mut buf = vec![0u8; 32 * 1024];
-        loop {
-            match from.read(&mut buf) {
-                // A pty master reads EIO once every slave fd is closed.
-                Ok(0) => break,
-                Ok(n) => {
-                    if let Err(e) = to.write_all(&buf[..n]) {
-                        log::debug!("copy: {e}");
-                        break;
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(_) => break,
-            }
-        }
-        drop(to);
-        if let Some(d) = done {
-            let _ = d.send(());
-        }
-    });
+fn spawn_copy(name: &str, from: File, to: impl Write + Send + 'static, done: Option<std::sync::mpsc::Sender<()>>) {
+    let _ = std::thread::Builder::new().name(name.into()).spawn(move || copy(from, to, done));
 }
 
-/// Opening a FIFO for reading blocks until containerd's writer shows up, so
-/// it happens on the copy thread, not in the Task call.
-fn spawn_stdin(path: PathBuf, to: SharedWriter) {
-    let _ = std::thread::Builder::new().name("stdin".into()).spawn(move || match File::open(&path) {
-        Ok(f) => spawn_copy("stdin-copy", f, to, None),
-        Err(e) => log::warn!("open stdin {}: {e}", path.display()),
+/// Copies until end-of-file or a write error, then closes `to` and says so.
+fn copy(mut from: File, mut to: impl Write, done: Option<std::sync::mpsc::Sender<()>>) {
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        match from.read(&mut buf) {
+            // A pty master reads EIO once every slave fd is closed.
+            Ok(0) => break,
+            Ok(n) => {
+                if let Err(e) = to.write_all(&buf[..n]) {
+                    log::debug!("copy: {e}");
+                    break;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
+    }
+    drop(to);
+    if let Some(d) = done {
+        let _ = d.send(());
+    }
+}
+
+/// Starts copying containerd's stdin FIFO into the process's stdin pipe.
+/// A blocking open of a FIFO for reading waits for a writer, so it is
+/// opened non-blocking and the copy thread first polls for input: a FIFO
+/// whose writer never connected reports neither data nor hang-up. Returns a
+/// handle on the same open FIFO, for [`IoHandles::release`].
+fn spawn_stdin(path: &Path, to: SharedWriter) -> Result<File, StdioError> {
+    let err = |source| StdioError::Open { path: path.into(), source };
+    let fifo = OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC).open(path).map_err(err)?;
+    let handle = fifo.try_clone().map_err(err)?;
+    let _ = std::thread::Builder::new().name("stdin".into()).spawn(move || {
+        let mut pfd = libc::pollfd { fd: fifo.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd; EINTR is retried.
+        while unsafe { libc::poll(&mut pfd, 1, -1) } < 0 {}
+        // Blocking reads from here on (the flag is on the shared open file).
+        // SAFETY: fcntl on our fd.
+        unsafe {
+            let flags = libc::fcntl(fifo.as_raw_fd(), libc::F_GETFL);
+            libc::fcntl(fifo.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK);
+        }
+        copy(fifo, to, None);
     });
+    Ok(handle)
 }
 
 /// Our own end of an output FIFO (or a `file://` log).
@@ -302,7 +336,7 @@ fn percent_decode(s: &str) -> String {
 /// /dev/null. With a terminal, the process gets /dev/null here and its pty
 /// later ([`IoHandles::attach_console`]).
 pub fn open(stdin: &str, stdout: &str, stderr: &str, terminal: bool, target: &LogTarget<'_>) -> Result<(Stdio3, IoHandles), StdioError> {
-    let mut io = IoHandles { done: Vec::new(), stdin: SharedWriter::default(), console: None };
+    let mut io = IoHandles { done: Vec::new(), stdin: SharedWriter::default(), stdin_fifo: None, console: None };
     if terminal {
         return Ok((Stdio3 { stdin: devnull(false)?, stdout: devnull(true)?, stderr: devnull(true)? }, io));
     }
@@ -312,7 +346,7 @@ pub fn open(stdin: &str, stdout: &str, stderr: &str, terminal: bool, target: &Lo
         let (r, w) = pipe()?;
         own(&r, target.owner)?;
         io.stdin.set(File::from(w));
-        spawn_stdin(PathBuf::from(local_path(stdin)?), io.stdin.clone());
+        io.stdin_fifo = Some(spawn_stdin(Path::new(local_path(stdin)?), io.stdin.clone())?);
         r
     };
     let mut output = |uri: &str| -> Result<OwnedFd, StdioError> {

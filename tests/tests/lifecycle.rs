@@ -385,3 +385,41 @@ fn bad_signal_and_unknown_ids() {
     ctd.assert_no_leftovers(&id);
     ctd.finish();
 }
+
+/// A pod's shim outlives many containers: each one that comes and goes must
+/// leave no thread behind (a stdin copy waiting for a writer that never
+/// comes, as with `ctr run -d`, was one).
+#[test]
+fn grouped_shim_does_not_keep_threads_of_deleted_containers() {
+    if !testing_rust_shim() {
+        return;
+    }
+    let ctd = PrivateContainerd::start();
+    let group = ctd.unique_group("pod");
+    let spec_for = |id: &str, argv: &[&str]| {
+        let mut spec = ctd.default_spec(id, argv);
+        spec["annotations"]["io.containerd.runc.v2.group"] = group.clone().into();
+        ctd.write_spec(id, &spec)
+    };
+    let keeper = ctd.unique_id("keeper");
+    ctd.run_config(&keeper, spec_for(&keeper, &["/bin/sleep", "1000"])).detach();
+    let server = ctd
+        .shims()
+        .into_iter()
+        .find(|p| p.cmdline.iter().any(|a| a == "serve"))
+        .expect("the pod's shim server");
+    let threads = || std::fs::read_dir(format!("/proc/{}/task", server.pid)).map(|d| d.count()).unwrap_or(0);
+    // Let the first container's threads (events connection, ...) settle.
+    std::thread::sleep(Duration::from_millis(500));
+    let before = threads();
+    for _ in 0..5 {
+        let id = ctd.unique_id("short");
+        ctd.run_config(&id, spec_for(&id, &["/bin/true"])).detach();
+        ctd.wait_for_status(&id, STOPPED, REACT);
+        ctd.remove(&id);
+    }
+    let settled = wait_until(REACT, || threads() <= before);
+    assert!(settled, "the shim grew from {before} to {} threads over 5 deleted containers", threads());
+    ctd.remove(&keeper);
+    ctd.finish();
+}
