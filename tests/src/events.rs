@@ -76,6 +76,14 @@ pub struct EventWatcher {
     err: PathBuf,
 }
 
+/// The `/tasks/*` events of container `id`, in order.
+pub fn task_events<'a>(events: &'a [Event], id: &str) -> Vec<&'a Event> {
+    events
+        .iter()
+        .filter(|e| e.topic.starts_with("/tasks/") && e.container_id() == Some(id))
+        .collect()
+}
+
 impl EventWatcher {
     /// Starts `ctr events` and returns once it demonstrably receives events:
     /// it labels the instance's namespace until the matching

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 pub use containerd::{Leftover, PrivateContainerd};
 pub use ctr::{Background, Run, TaskInfo};
 pub use procio::{output_with_input, shell_quote, Exec, Logged};
-pub use events::{Event, EventWatcher};
+pub use events::{task_events, Event, EventWatcher};
 pub use rootfs::busybox_rootfs;
 
 /// Runtime type of the shim this project builds.

@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 
 use integration_tests::check::{assert_exit, REACT, RUNNING, STOPPED, assert_fails_naming, stays_true, stderr, stdout};
 use integration_tests::host;
-use integration_tests::{
+use integration_tests::{task_events, 
     output_with_input, runtime_under_test, shell_quote, wait_until, Event, PrivateContainerd,
     RUNC_RUNTIME,
 };
@@ -425,14 +425,6 @@ fn exec_namespaces_and_identity() {
     );
     ctd.assert_no_leftovers(&id);
     ctd.finish();
-}
-
-/// The `/tasks/*` events of container `id`, in order.
-fn task_events<'a>(events: &'a [Event], id: &str) -> Vec<&'a Event> {
-    events
-        .iter()
-        .filter(|e| e.topic.starts_with("/tasks/") && e.container_id() == Some(id))
-        .collect()
 }
 
 /// An event's process: `exec_id` for exec events, `id` for exits.

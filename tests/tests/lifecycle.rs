@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use integration_tests::check::{assert_fails_naming, stays_true, stderr, REACT, RUNNING, STOPPED};
 use integration_tests::host;
-use integration_tests::{
-    testing_rust_shim, wait_until, Event, Leftover, PrivateContainerd, SHIM_NAME,
+use integration_tests::{task_events, 
+    testing_rust_shim, wait_until, Leftover, PrivateContainerd, SHIM_NAME,
 };
 
 
@@ -84,14 +84,6 @@ fn pids_lists_container_processes() {
     ctd.ctr_ok(&["containers", "rm", &id]);
     ctd.assert_no_leftovers(&id);
     ctd.finish();
-}
-
-/// The `/tasks/*` events of container `id`, in order.
-fn task_events<'a>(events: &'a [Event], id: &str) -> Vec<&'a Event> {
-    events
-        .iter()
-        .filter(|e| e.topic.starts_with("/tasks/") && e.container_id() == Some(id))
-        .collect()
 }
 
 #[test]
