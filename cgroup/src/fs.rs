@@ -65,39 +65,42 @@ impl FsCgroup {
         Path::new("/sys/fs/cgroup").join(self.path.trim_start_matches('/'))
     }
 
-    fn set_frozen(&self, frozen: bool) -> Result<(), CgroupError> {
-        let (file, value, done) = match self.layout {
-            Layout::Unified => (self.unified_dir().join("cgroup.freeze"), if frozen { "1" } else { "0" }, None),
-            _ => {
-                let dir = self.v1_dir("freezer").ok_or(CgroupError::NoController { path: self.path.clone(), controller: "freezer" })?;
-                (dir.join("freezer.state"), if frozen { "FROZEN" } else { "THAWED" }, Some(if frozen { "FROZEN" } else { "THAWED" }))
-            }
-        };
+    /// Requests frozen or thawed and waits, at most `timeout`, until the
+    /// kernel reports that state: writing the request is not the state, as
+    /// the kernel freezes tasks one by one and v1 may sit in FREEZING
+    /// (cgroups-rs 0.5.1 does not wait).
+    fn set_frozen(&self, frozen: bool, timeout: Duration) -> Result<(), CgroupError> {
+        let (file, on, off) = self.freezer_file().ok_or(CgroupError::NoController { path: self.path.clone(), controller: "freezer" })?;
+        let value = if frozen { on } else { off };
         std::fs::write(&file, value).map_err(|source| CgroupError::Io { path: file.clone(), action: "write", source })?;
-        // Writing the request is not the state: the kernel freezes tasks one
-        // by one, and v1 may sit in FREEZING (cgroups-rs 0.5.1 does not wait).
+        let unified = self.layout == Layout::Unified;
         let start = Instant::now();
-        let state = if frozen { "frozen" } else { "thawed" };
         loop {
-            let reached = match done {
-                Some(want) => std::fs::read_to_string(&file).map(|s| s.trim() == want).unwrap_or(false),
-                None => {
-                    let events = std::fs::read_to_string(self.unified_dir().join("cgroup.events")).unwrap_or_default();
-                    events.lines().any(|l| l == if frozen { "frozen 1" } else { "frozen 0" })
-                }
+            let reached = if unified {
+                // cgroup.freeze holds the request; cgroup.events the state.
+                let events = std::fs::read_to_string(self.unified_dir().join("cgroup.events")).unwrap_or_default();
+                events.lines().any(|l| l == if frozen { "frozen 1" } else { "frozen 0" })
+            } else {
+                std::fs::read_to_string(&file).map(|s| s.trim() == value).unwrap_or(false)
             };
             if reached {
                 return Ok(());
             }
-            if start.elapsed() > Duration::from_secs(5) {
+            if start.elapsed() > timeout {
+                let state = if frozen { "frozen" } else { "thawed" };
                 return Err(CgroupError::Freeze { path: self.path.clone(), state, waited_ms: start.elapsed().as_millis() as u64 });
             }
-            if done.is_some() && frozen {
+            if !unified && frozen {
                 // v1 retries a stuck FREEZING by writing FROZEN again.
                 let _ = std::fs::write(&file, value);
             }
             std::thread::sleep(Duration::from_millis(2));
         }
+    }
+
+    /// Whether freezing was requested (a paused container).
+    fn is_frozen(&self) -> bool {
+        self.freezer_file().is_some_and(|(f, on, _)| std::fs::read_to_string(f).map(|s| s.trim() == on).unwrap_or(false))
     }
 
     fn freezer_file(&self) -> Option<(PathBuf, &'static str, &'static str)> {
@@ -165,30 +168,19 @@ impl Manager for FsCgroup {
     fn kill_all(&self, signal: i32) -> Result<(), CgroupError> {
         // Freezing first closes the fork race: a process cannot create a
         // child between our listing and our signal (runc's signalAllProcesses).
-        let freezer = self.freezer_file().filter(|(f, _, _)| f.exists());
         // A cgroup that is already frozen (a paused container) stays so.
-        let already = freezer.as_ref().is_some_and(|(f, frozen, _)| {
-            std::fs::read_to_string(f).map(|s| s.trim() == *frozen || s.trim() == "1").unwrap_or(false)
-        });
-        let freezer = freezer.filter(|_| !already);
-        if let Some((file, frozen, _)) = &freezer {
-            let _ = std::fs::write(file, frozen);
-            let deadline = Instant::now() + Duration::from_secs(1);
-            while Instant::now() < deadline {
-                match std::fs::read_to_string(file) {
-                    Ok(s) if s.trim() == *frozen || s.contains("frozen 1") => break,
-                    Ok(_) => std::thread::sleep(Duration::from_millis(2)),
-                    Err(_) => break,
-                }
-            }
+        let has_freezer = self.freezer_file().is_some_and(|(f, _, _)| f.exists());
+        let freeze_around = has_freezer && !self.is_frozen();
+        if freeze_around {
+            let _ = self.set_frozen(true, Duration::from_secs(1));
         }
         let pids = self.procs()?;
         for pid in &pids {
             // SAFETY: kill(2) with plain integers.
             unsafe { libc::kill(*pid, signal) };
         }
-        if let Some((file, _, thawed)) = &freezer {
-            let _ = std::fs::write(file, thawed);
+        if freeze_around {
+            let _ = self.set_frozen(false, Duration::from_secs(1));
         }
         Ok(())
     }
@@ -237,11 +229,11 @@ impl Manager for FsCgroup {
     }
 
     fn freeze(&self) -> Result<(), CgroupError> {
-        self.set_frozen(true)
+        self.set_frozen(true, Duration::from_secs(5))
     }
 
     fn thaw(&self) -> Result<(), CgroupError> {
-        self.set_frozen(false)
+        self.set_frozen(false, Duration::from_secs(5))
     }
 
     fn stats(&self) -> Result<Metrics, CgroupError> {
