@@ -5,12 +5,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use cgroups_rs::manager::{FsManager, Manager as _};
+use cgroups_rs::fs::{hierarchies, Cgroup};
 use cgroups_rs::CgroupPid;
 use oci_spec::runtime::LinuxResources;
 
 use crate::oom::OomSource;
 use crate::stats::{self, Metrics};
-use crate::{detect, CgroupError, Layout, Manager};
+use crate::{detect, CgroupError, Entry, Layout, Manager};
 
 pub struct FsCgroup {
     inner: FsManager,
@@ -123,6 +124,20 @@ impl Manager for FsCgroup {
 
     fn add_proc(&mut self, pid: i32) -> Result<(), CgroupError> {
         self.inner.add_proc(CgroupPid::from(pid as u64)).map_err(|e| self.err(format!("add pid {pid}: {e}")))
+    }
+
+    fn prepare(&mut self) -> Result<Entry, CgroupError> {
+        if self.layout == Layout::Unified {
+            return Ok(Entry::ByPid);
+        }
+        let rel = self.path.trim_start_matches('/');
+        if !self.inner.exists() {
+            // What FsManager::add_proc would create (cpuset copies its
+            // parent's cpus and mems), without moving anyone.
+            Cgroup::load(hierarchies::auto(), rel).create().map_err(|e| self.err(format!("create: {e}")))?;
+        }
+        let tasks = self.v1_mounts().into_iter().map(|(_, dir)| dir.join("tasks")).filter(|f| f.exists()).collect();
+        Ok(Entry::SelfTasks(tasks))
     }
 
     fn set(&mut self, resources: &LinuxResources) -> Result<(), CgroupError> {

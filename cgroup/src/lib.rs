@@ -64,12 +64,42 @@ pub fn detect() -> Layout {
     }
 }
 
+/// How a new process enters a container's cgroup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    /// The process moves itself, while it is still single-threaded, by
+    /// writing "0" into each of these v1 `tasks` files. Recent kernels
+    /// (cgroup_procs_write_start: "if we migrate a single thread, we don't
+    /// care about threadgroup stability") take no cgroup_threadgroup_rwsem
+    /// for a thread that moves itself alone, and that rwsem's write side
+    /// waits for an RCU grace period: 6 to 14 ms on this 6.18 host for the
+    /// first `cgroup.procs` write of each start or exec, 0.04 ms for the
+    /// self-move. Older kernels take the rwsem either way. A
+    /// single-threaded process moved by its only thread is moved whole.
+    SelfTasks(Vec<PathBuf>),
+    /// The spawner writes the pid with [`Manager::add_proc`] (cgroup v2,
+    /// where a thread cannot leave its domain alone).
+    ByPid,
+}
+
+impl Entry {
+    /// The files a self-moving process writes, none for [`Entry::ByPid`].
+    pub fn self_tasks(&self) -> Vec<PathBuf> {
+        match self {
+            Entry::SelfTasks(files) => files.clone(),
+            Entry::ByPid => Vec::new(),
+        }
+    }
+}
+
 /// A container's cgroup, as the shim uses it.
 pub trait Manager: Send + Sync {
     /// The cgroupsPath this manager was created for (cgroupfs form).
     fn path(&self) -> &str;
     /// Moves a process (and its future children) into the cgroup.
     fn add_proc(&mut self, pid: i32) -> Result<(), CgroupError>;
+    /// Creates the cgroup and says how a new process should enter it.
+    fn prepare(&mut self) -> Result<Entry, CgroupError>;
     /// Applies `linux.resources`.
     fn set(&mut self, resources: &oci_spec::runtime::LinuxResources) -> Result<(), CgroupError>;
     /// Every process in the cgroup.

@@ -56,6 +56,10 @@ pub struct InitConfig {
     pub id: String,
     pub bundle: PathBuf,
     pub cgroups: CgroupMounts,
+    /// cgroup v1 `tasks` files that stage 1, still single-threaded, writes
+    /// "0" into to move itself into the container's cgroup before it forks
+    /// (the shim's cgroup::Entry::SelfTasks). Empty when the shim moves it.
+    pub cgroup_tasks: Vec<PathBuf>,
     /// Set for an exec: join the container instead of creating it.
     pub exec: Option<ExecConfig>,
     /// Give the container a session keyring of its own (runc's default;

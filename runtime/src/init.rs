@@ -52,6 +52,8 @@ pub enum InitError {
     Hook(#[from] hooks::HookError),
     #[error("{0}")]
     Unsupported(String),
+    #[error("join the container's cgroup through {path}: {source}")]
+    Cgroup { path: std::path::PathBuf, source: std::io::Error },
 }
 
 fn sys_err(what: impl Into<String>) -> impl FnOnce(nix::errno::Errno) -> InitError {
@@ -104,6 +106,12 @@ fn stage1(chan: &Channel) -> Result<(), InitError> {
     let ToInit::Config(config) = chan.recv()? else {
         return Err(InitError::Unsupported("expected the init config first".into()));
     };
+    // Into the container's cgroup before anything else, and before the
+    // fork below, so that every process of the container starts inside it.
+    // We are single-threaded, so moving our only thread moves us whole,
+    // without the cgroup_threadgroup_rwsem write (an RCU grace period)
+    // that a move by pid costs.
+    join_cgroup(&config.cgroup_tasks)?;
     let (plan, job) = match &config.exec {
         Some(exec) => {
             // An exec runs under the container's seccomp profile, which
@@ -170,6 +178,17 @@ fn stage1(chan: &Channel) -> Result<(), InitError> {
             std::process::exit(code)
         }
     }
+}
+
+/// Moves this (single-threaded) process into a v1 cgroup, one hierarchy
+/// at a time: "0" names the writing thread itself.
+fn join_cgroup(tasks: &[std::path::PathBuf]) -> Result<(), InitError> {
+    for path in tasks {
+        let err = |source| InitError::Cgroup { path: path.clone(), source };
+        let mut file = std::fs::OpenOptions::new().write(true).open(path).map_err(err)?;
+        std::io::Write::write_all(&mut file, b"0").map_err(err)?;
+    }
+    Ok(())
 }
 
 /// What stage 2 turns into.

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use cgroup::{FsCgroup, Layout, Manager};
+use cgroup::{Entry, FsCgroup, Layout, Manager};
 use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
 use oci_spec::runtime::Process;
 use runtime::channel::{ExecConfig, InitConfig};
@@ -176,6 +176,14 @@ fn launch_with_io(
     Ok((created, handles))
 }
 
+/// Puts stage 1 into the cgroup, unless it moves itself (v1).
+fn enter_cgroup(cg: &mut dyn Manager, entry: &Entry, pid: i32) -> Result<(), String> {
+    match entry {
+        Entry::SelfTasks(_) => Ok(()),
+        Entry::ByPid => cg.add_proc(pid).map_err(|e| e.to_string()),
+    }
+}
+
 impl Container {
     /// Prepares everything and leaves the process waiting for Start. On
     /// failure nothing is left: no process, cgroup or mount.
@@ -208,11 +216,19 @@ impl Container {
             log::info!("no systemd cgroup driver: using cgroupfs path {cg_path} for {:?}", linux.cgroups_path());
         }
         let mut cg = FsCgroup::new(&cg_path)?;
+        let entry = match cg.prepare() {
+            Ok(entry) => entry,
+            Err(e) => {
+                let _ = cg.destroy();
+                return Err(e.into());
+            }
+        };
         phase("cgroup manager ready");
         let config = InitConfig {
             id: req.id.to_string(),
             bundle: req.bundle.to_path_buf(),
             cgroups: CgroupMounts { v1: cg.v1_mounts(), unified: cg.layout() == Layout::Unified },
+            cgroup_tasks: entry.self_tasks(),
             exec: None,
             new_keyring: !req.options.no_new_keyring,
         };
@@ -227,7 +243,7 @@ impl Container {
             &req.io,
             &LogTarget { container_id: req.id, namespace: req.namespace, owner: io_owner },
             &what,
-            |pid| cg.add_proc(pid).map_err(|e| e.to_string()),
+            |pid| enter_cgroup(&mut cg, &entry, pid),
             |pid| {
                 let hooks = bundle.spec.hooks().clone().unwrap_or_default();
                 let state = State::new(&bundle.spec, req.id, "creating", pid, req.bundle);
@@ -378,8 +394,15 @@ impl Container {
         let Some(process) = p.pending.take() else {
             return Err(ContainerError::State { what: p.what(&id), state: p.status.name(), action: "start", wanted: "created" });
         };
-        let config =
-            InitConfig { id: id.clone(), bundle, cgroups: CgroupMounts::default(), exec: Some(ExecConfig { init_pid, process }), new_keyring: false };
+        let entry = cgroup.prepare()?;
+        let config = InitConfig {
+            id: id.clone(),
+            bundle,
+            cgroups: CgroupMounts::default(),
+            cgroup_tasks: entry.self_tasks(),
+            exec: Some(ExecConfig { init_pid, process }),
+            new_keyring: false,
+        };
         let exe = exe.to_path_buf();
         let what = p.what(&id);
         let (created, handles) = launch_with_io(
@@ -394,7 +417,7 @@ impl Container {
             &p.io,
             &LogTarget { container_id: &id, namespace, owner: *io_owner },
             &what,
-            |pid| cgroup.add_proc(pid).map_err(|e| e.to_string()),
+            |pid| enter_cgroup(cgroup.as_mut(), &entry, pid),
             |_| Err("an exec has no runtime hooks".into()),
         )?;
         p.pid = created.pid;

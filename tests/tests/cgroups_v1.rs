@@ -650,14 +650,21 @@ fn stats_cgroup_removed_after_delete() {
         .detach();
     let rel = ctd.cgroup_rel(&id);
     ctd.wait_for_cgroup_procs(&id, 2, REACT);
+    // An exec enters the cgroup by its own path (stage 1 moves itself
+    // through each hierarchy's `tasks` file): it, init and init's child
+    // must all be in every hierarchy, and nothing else.
+    ctd.ctr_ok(&["task", "exec", "--detach", "--exec-id", "in-cgroup", &id, "/bin/sleep", "1000"]);
+    let mut pids = ctd.wait_for_cgroup_procs(&id, 3, REACT);
+    pids.sort_unstable();
+    let mut listed = ctd.task_pids(&id);
+    listed.sort_unstable();
+    assert_eq!(pids, listed, "cgroup.procs of {id} against ctr task ps");
+    assert!(pids.contains(&task.pid), "init {} of {id} is not in {pids:?}", task.pid);
     for c in CONTROLLERS {
         let dir = host::cgroup_path(c, &rel);
-        assert!(
-            host::cgroup_procs(&dir).contains(&task.pid),
-            "{} does not hold init {} of {id}",
-            dir.display(),
-            task.pid
-        );
+        let mut here = host::cgroup_procs(&dir);
+        here.sort_unstable();
+        assert_eq!(here, pids, "{} does not hold every process of {id}", dir.display());
     }
     let (rows, text) = metrics_table(&ctd, &id);
     assert!(number(&rows, "pids.current", &text) >= 1, "{text}");
