@@ -14,6 +14,7 @@ mod oom;
 mod options;
 mod reaper;
 mod rootfs_mounts;
+mod rpc;
 mod server;
 mod service;
 mod start;

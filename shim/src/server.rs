@@ -5,17 +5,16 @@
 //! `containerd.task.v2.Task` (containerd 1.6 and 1.7) and
 //! `containerd.task.v3.Task` (2.x): the messages are identical on the wire.
 
-use std::collections::HashMap;
-use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Arc;
 
-use containerd_shim::{logger::FifoLogger, ExitSignal, Flags};
+use containerd_shim::{logger::FifoLogger, Flags};
 use containerd_shim_protos::shim::shim_ttrpc::create_task;
-use ttrpc::{MethodHandler, Server};
 
 use crate::events::Events;
 use crate::reaper::Reaper;
+use crate::rpc::{self, Methods, Quit, RpcError};
 use crate::service::Service;
 
 /// The listening socket `start` bound and handed over.
@@ -27,13 +26,13 @@ pub enum ServerError {
     Subreaper(nix::errno::Errno),
     #[error("start the reaper: {0}")]
     Reaper(std::io::Error),
-    #[error("ttrpc server: {0}")]
-    Ttrpc(#[from] ttrpc::Error),
+    #[error("{0}")]
+    Rpc(#[from] RpcError),
+    #[error("create the quit eventfd: {0}")]
+    Quit(std::io::Error),
     #[error("TTRPC_ADDRESS is not set: the server is started by `start`")]
     NoAddress,
 }
-
-type Methods = HashMap<String, Box<dyn MethodHandler + Send + Sync>>;
 
 /// The same handlers, registered under the v2 and v3 service names.
 fn task_methods(service: Arc<Service>) -> Methods {
@@ -93,8 +92,8 @@ pub fn run(flags: &Flags) -> Result<(), ServerError> {
     let reaper = Reaper::start().map_err(ServerError::Reaper)?;
     let ttrpc_address = std::env::var("TTRPC_ADDRESS").map_err(|_| ServerError::NoAddress)?;
     let events = Arc::new(Events::start(ttrpc_address, flags.namespace.clone()));
-    let exit = Arc::new(ExitSignal::default());
-    let service = Arc::new(Service::new(&flags.namespace, events.clone(), reaper, exit.clone()));
+    let quit = Arc::new(Quit::new().map_err(ServerError::Quit)?);
+    let service = Arc::new(Service::new(&flags.namespace, events.clone(), reaper, quit.clone()));
 
     // Nothing we inherited, nor the listener, may reach a child: every fd
     // from 3 up becomes close-on-exec (fds inherited from containerd's
@@ -103,22 +102,9 @@ pub fn run(flags: &Flags) -> Result<(), ServerError> {
     unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
     // SAFETY: `start` passed the bound listener as this fd for our use.
     let listener = unsafe { OwnedFd::from_raw_fd(LISTEN_FD) };
-    // Few idle handlers per connection: containerd calls a shim a few times
-    // per container, and ttrpc starts more handlers when fewer than `min`
-    // are idle (one blocked in Wait, say). ttrpc requires min < default <
-    // max.
-    let mut server = Server::new()
-        .set_thread_count_min(1)
-        .set_thread_count_default(2)
-        .set_thread_count_max(4)
-        .add_listener(listener.into_raw_fd())?
-        .register_service(task_methods(service));
-    server.start()?;
     log::info!("shim serving {} pid {}", flags.socket, std::process::id());
-
-    exit.wait();
+    rpc::serve(listener, task_methods(service), &quit)?;
     log::info!("shim exiting");
-    server.shutdown();
     events.close();
     let path = flags.socket.strip_prefix("unix://").unwrap_or(&flags.socket);
     let _ = std::fs::remove_file(path);
@@ -135,7 +121,7 @@ mod tests {
             "test",
             Arc::new(Events::start("/nonexistent".into(), "test".into())),
             Arc::new(Reaper::default()),
-            Arc::new(ExitSignal::default()),
+            Arc::new(Quit::new().unwrap()),
         ));
         let methods = task_methods(service);
         for name in ["Create", "Start", "State", "Wait", "Kill", "Delete", "Pids", "Exec", "ResizePty", "CloseIO", "Pause", "Resume", "Update", "Stats", "Connect", "Shutdown", "Checkpoint"] {

@@ -8,18 +8,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use containerd_shim::ExitSignal;
 use containerd_shim_protos::api::{self, Status as TaskStatus};
 use containerd_shim_protos::events::task::{
     TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskOOM, TaskPaused, TaskResumed, TaskStart,
 };
-use containerd_shim_protos::protobuf::MessageField;
+use containerd_shim_protos::protobuf::well_known_types::any::Any;
+use containerd_shim_protos::protobuf::{Message, MessageField};
 use containerd_shim_protos::shim::shim_ttrpc::Task;
 use containerd_shim_protos::shim::oci::ProcessDetails;
-use containerd_shim_protos::topics::{
-    TASK_CREATE_EVENT_TOPIC, TASK_DELETE_EVENT_TOPIC, TASK_EXEC_ADDED_EVENT_TOPIC, TASK_EXEC_STARTED_EVENT_TOPIC, TASK_EXIT_EVENT_TOPIC,
-    TASK_OOM_EVENT_TOPIC, TASK_PAUSED_EVENT_TOPIC, TASK_RESUMED_EVENT_TOPIC, TASK_START_EVENT_TOPIC,
-};
 use containerd_shim_protos::types::task::ProcessInfo;
 use ttrpc::{Code, TtrpcContext};
 
@@ -27,13 +23,17 @@ use crate::container::{Cell, Container, ContainerError, CreateRequest, Exit, Io,
 use crate::events::Events;
 use crate::oom::OomWatcher;
 use crate::reaper::Reaper;
+use crate::rpc::Quit;
+
+/// The full protobuf name of ProcessDetails, as containerd resolves it.
+pub(crate) const PROCESS_DETAILS_TYPE: &str = "containerd.runc.v1.ProcessDetails";
 
 pub struct Service {
     containers: Mutex<HashMap<String, Arc<Cell>>>,
     events: Arc<Events>,
     oom: Option<Arc<OomWatcher>>,
     reaper: Arc<Reaper>,
-    exit: Arc<ExitSignal>,
+    exit: Arc<Quit>,
     /// Our binary as the init stage executes it (see runtime::exe), and the
     /// fd that path goes through.
     exe: PathBuf,
@@ -52,7 +52,7 @@ fn report_oom(c: &mut Container, events: &Events) -> bool {
     let new = c.take_oom();
     if new {
         log::info!("container {} hit its memory limit: oom kill", c.id);
-        events.publish(TASK_OOM_EVENT_TOPIC, Box::new(TaskOOM { container_id: c.id.clone(), ..Default::default() }));
+        events.publish(TaskOOM { container_id: c.id.clone(), ..Default::default() });
     }
     new
 }
@@ -99,7 +99,7 @@ impl From<ContainerError> for ttrpc::Error {
 }
 
 impl Service {
-    pub fn new(namespace: &str, events: Arc<Events>, reaper: Arc<Reaper>, exit: Arc<ExitSignal>) -> Service {
+    pub fn new(namespace: &str, events: Arc<Events>, reaper: Arc<Reaper>, exit: Arc<Quit>) -> Service {
         // Resolved once per shim, through /proc/self/exe: this keeps working
         // after an upgrade replaced the binary on disk.
         let (exe_fd, exe) = match runtime::exe::protected() {
@@ -178,16 +178,14 @@ impl Service {
                     let which = if exec_id.is_empty() { "init".to_string() } else { format!("exec {exec_id}") };
                     log::info!("container {} {which} pid {pid} exited with {}", c.id, exit.code);
                     release_memory();
-                    events.publish(
-                        TASK_EXIT_EVENT_TOPIC,
-                        Box::new(TaskExit {
+                    events.publish(TaskExit {
                             container_id: c.id.clone(),
                             id: if exec_id.is_empty() { c.id.clone() } else { exec_id.clone() },
                             pid: pid as u32,
                             exit_status: exit.code,
                             exited_at: MessageField::some(exit.at.clone()),
                             ..Default::default()
-                        }),
+                        },
                     );
                 });
             }),
@@ -233,9 +231,7 @@ impl Task for Service {
         }
         self.containers.lock().unwrap().insert(req.id.clone(), cell.clone());
         self.watch(&cell, "", pid);
-        self.events.publish(
-            TASK_CREATE_EVENT_TOPIC,
-            Box::new(TaskCreate {
+        self.events.publish(TaskCreate {
                 container_id: req.id.clone(),
                 bundle: req.bundle.clone(),
                 rootfs: req.rootfs.clone(),
@@ -243,7 +239,7 @@ impl Task for Service {
                 checkpoint: req.checkpoint,
                 pid: pid as u32,
                 ..Default::default()
-            }),
+            },
         );
         release_memory();
         Ok(api::CreateTaskResponse { pid: pid as u32, ..Default::default() })
@@ -263,11 +259,9 @@ impl Task for Service {
         // lock, so the exit event can never overtake the start event.
         if req.exec_id.is_empty() {
             self.run_post_hooks("poststart", &c, "running");
-            self.events.publish(TASK_START_EVENT_TOPIC, Box::new(TaskStart { container_id: c.id.clone(), pid: pid as u32, ..Default::default() }));
+            self.events.publish(TaskStart { container_id: c.id.clone(), pid: pid as u32, ..Default::default() });
         } else {
-            self.events.publish(
-                TASK_EXEC_STARTED_EVENT_TOPIC,
-                Box::new(TaskExecStarted { container_id: c.id.clone(), exec_id: req.exec_id.clone(), pid: pid as u32, ..Default::default() }),
+            self.events.publish(TaskExecStarted { container_id: c.id.clone(), exec_id: req.exec_id.clone(), pid: pid as u32, ..Default::default() },
             );
         }
         release_memory();
@@ -342,16 +336,14 @@ impl Task for Service {
         self.containers.lock().unwrap().remove(&req.id);
         self.run_post_hooks("poststop", &c, "stopped");
         log::info!("deleted {} in {:.1} ms", c.id, t.elapsed().as_secs_f64() * 1e3);
-        self.events.publish(
-            TASK_DELETE_EVENT_TOPIC,
-            Box::new(TaskDelete {
+        self.events.publish(TaskDelete {
                 container_id: c.id.clone(),
                 id: c.id.clone(),
                 pid: c.init.pid as u32,
                 exit_status: exit.code,
                 exited_at: MessageField::some(exit.at.clone()),
                 ..Default::default()
-            }),
+            },
         );
         release_memory();
         Ok(api::DeleteResponse { pid: c.init.pid as u32, exit_status: exit.code, exited_at: MessageField::some(exit.at), ..Default::default() })
@@ -370,7 +362,10 @@ impl Task for Service {
                 // it: ctr 1.6 does not resolve a type.googleapis.com/ prefix.
                 let info = c.execs.values().find(|e| e.pid == pid).and_then(|e| {
                     let details = ProcessDetails { exec_id: e.exec_id.clone(), ..Default::default() };
-                    containerd_shim::util::convert_to_any(Box::new(details)).ok()
+                    // Named by hand: protobuf reflection would build and keep
+                    // the descriptors of every imported proto file.
+                    let value = details.write_to_bytes().ok()?;
+                    Some(Any { type_url: PROCESS_DETAILS_TYPE.into(), value, ..Default::default() })
                 });
                 ProcessInfo { pid: pid as u32, info: info.into(), ..Default::default() }
             })
@@ -401,7 +396,7 @@ impl Task for Service {
         let io = Io { stdin: req.stdin, stdout: req.stdout, stderr: req.stderr, terminal: req.terminal };
         c.add_exec(&req.exec_id, spec, io)?;
         log::info!("exec {} added to {}", req.exec_id, c.id);
-        self.events.publish(TASK_EXEC_ADDED_EVENT_TOPIC, Box::new(TaskExecAdded { container_id: c.id.clone(), exec_id: req.exec_id, ..Default::default() }));
+        self.events.publish(TaskExecAdded { container_id: c.id.clone(), exec_id: req.exec_id, ..Default::default() });
         Ok(api::Empty::new())
     }
 
@@ -421,7 +416,7 @@ impl Task for Service {
         let cell = self.get(&req.id)?;
         let mut c = cell.lock();
         c.pause()?;
-        self.events.publish(TASK_PAUSED_EVENT_TOPIC, Box::new(TaskPaused { container_id: c.id.clone(), ..Default::default() }));
+        self.events.publish(TaskPaused { container_id: c.id.clone(), ..Default::default() });
         Ok(api::Empty::new())
     }
 
@@ -429,7 +424,7 @@ impl Task for Service {
         let cell = self.get(&req.id)?;
         let mut c = cell.lock();
         c.resume()?;
-        self.events.publish(TASK_RESUMED_EVENT_TOPIC, Box::new(TaskResumed { container_id: c.id.clone(), ..Default::default() }));
+        self.events.publish(TaskResumed { container_id: c.id.clone(), ..Default::default() });
         Ok(api::Empty::new())
     }
 

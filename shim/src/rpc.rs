@@ -1,0 +1,290 @@
+//! The ttrpc server of the `serve` role.
+//!
+//! One epoll loop, on the shim's main thread, accepts containerd's
+//! connections and reads their request frames; each request then runs on a
+//! thread of its own, which writes the response and ends. An idle shim so
+//! keeps no thread for ttrpc but this loop, blocked in epoll_wait.
+//!
+//! Why not ttrpc's sync `Server`: per connection it keeps a control thread,
+//! a reader and a pool of handlers, and its listener polls every 10 ms:
+//! seven idle threads (each with the dirty stack of its deepest request)
+//! and a hundred wakeups a second in every idle shim (issue #7). The
+//! handlers themselves are still the generated ones of containerd-shim-protos,
+//! registered under the v2 and v3 service names.
+//!
+//! A thread per request also lets Wait block for as long as the process
+//! runs without holding up anything else on the connection.
+
+use std::collections::HashMap;
+use std::io::ErrorKind;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use ttrpc::proto::{Codec, MESSAGE_HEADER_LENGTH, MESSAGE_LENGTH_MAX, MESSAGE_TYPE_REQUEST, MESSAGE_TYPE_RESPONSE};
+use ttrpc::{get_status, Code, ConnectionContext, MessageHeader, MethodHandler, Request, Response, TtrpcContext};
+
+pub type Methods = HashMap<String, Box<dyn MethodHandler + Send + Sync>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RpcError {
+    #[error("ttrpc server: {what}: {errno}")]
+    Sys { what: &'static str, errno: nix::errno::Errno },
+}
+
+fn sys(what: &'static str) -> impl FnOnce(nix::errno::Errno) -> RpcError {
+    move |errno| RpcError::Sys { what, errno }
+}
+
+/// Ends [`serve`]: Shutdown signals it once no container is left.
+pub struct Quit(EventFd);
+
+impl Quit {
+    pub fn new() -> std::io::Result<Quit> {
+        Ok(Quit(EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?))
+    }
+
+    pub fn signal(&self) {
+        let _ = self.0.write(1);
+    }
+}
+
+/// How long a response write may wait for containerd to read.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long, after Shutdown, the loop waits for requests still running
+/// (the Shutdown response itself among them).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+
+const LISTENER: u64 = 0;
+const QUIT: u64 = 1;
+
+/// One client connection. The fd closes when the loop and every request
+/// thread of the connection have let go of it, so a request still running
+/// never writes into a reused fd number.
+struct Conn {
+    fd: OwnedFd,
+    write: Mutex<()>,
+}
+
+impl Conn {
+    /// Writes one response frame. The socket is non-blocking (the loop
+    /// reads it), so a full socket buffer is waited out here.
+    fn write_frame(&self, stream_id: u32, payload: &[u8]) -> std::io::Result<()> {
+        let mut frame = Vec::with_capacity(MESSAGE_HEADER_LENGTH + payload.len());
+        frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        frame.extend_from_slice(&stream_id.to_be_bytes());
+        frame.extend_from_slice(&[MESSAGE_TYPE_RESPONSE, 0]);
+        frame.extend_from_slice(payload);
+        let _guard = self.write.lock().unwrap();
+        let deadline = Instant::now() + WRITE_TIMEOUT;
+        let mut rest = &frame[..];
+        while !rest.is_empty() {
+            match nix::unistd::write(&self.fd, rest) {
+                Ok(n) => rest = &rest[n..],
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(nix::errno::Errno::EAGAIN) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(ErrorKind::TimedOut.into());
+                    }
+                    let mut pfd = libc::pollfd { fd: self.fd.as_raw_fd(), events: libc::POLLOUT, revents: 0 };
+                    // SAFETY: one valid pollfd.
+                    unsafe { libc::poll(&mut pfd, 1, left.as_millis().min(i32::MAX as u128) as i32) };
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Requests still running, for the drain at shutdown.
+#[derive(Default)]
+struct InFlight {
+    count: Mutex<usize>,
+    idle: Condvar,
+}
+
+impl InFlight {
+    fn enter(&self) {
+        *self.count.lock().unwrap() += 1;
+    }
+
+    fn leave(&self) {
+        let mut n = self.count.lock().unwrap();
+        *n -= 1;
+        if *n == 0 {
+            self.idle.notify_all();
+        }
+    }
+
+    fn wait_idle(&self, timeout: Duration) {
+        let n = self.count.lock().unwrap();
+        let _ = self.idle.wait_timeout_while(n, timeout, |n| *n > 0);
+    }
+}
+
+/// A connection's read side, owned by the loop.
+struct Reader {
+    conn: Arc<Conn>,
+    buf: Vec<u8>,
+}
+
+/// Serves `methods` on `listener` until `quit` is signalled.
+pub fn serve(listener: OwnedFd, methods: Methods, quit: &Quit) -> Result<(), RpcError> {
+    let methods = Arc::new(methods);
+    let in_flight = Arc::new(InFlight::default());
+    nix::fcntl::fcntl(&listener, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK)).map_err(sys("set the listener non-blocking"))?;
+    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(sys("epoll_create"))?;
+    epoll.add(&listener, EpollEvent::new(EpollFlags::EPOLLIN, LISTENER)).map_err(sys("watch the listener"))?;
+    epoll.add(quit.0.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, QUIT)).map_err(sys("watch the quit eventfd"))?;
+    let next = AtomicU64::new(QUIT + 1);
+    let mut readers: HashMap<u64, Reader> = HashMap::new();
+    let mut events = [EpollEvent::empty(); 8];
+    'serve: loop {
+        let n = match epoll.wait(&mut events, EpollTimeout::NONE) {
+            Ok(n) => n,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(sys("epoll_wait")(e)),
+        };
+        for ev in &events[..n] {
+            match ev.data() {
+                LISTENER => accept_all(&listener, &epoll, &next, &mut readers),
+                QUIT => break 'serve,
+                token => {
+                    let open = readers.get_mut(&token).is_some_and(|r| read_requests(r, &methods, &in_flight));
+                    if !open {
+                        if let Some(r) = readers.remove(&token) {
+                            let _ = epoll.delete(&r.conn.fd);
+                            log::debug!("ttrpc connection closed");
+                        }
+                    }
+                }
+            }
+        }
+    }
+    in_flight.wait_idle(DRAIN_TIMEOUT);
+    Ok(())
+}
+
+fn accept_all(listener: &OwnedFd, epoll: &Epoll, next: &AtomicU64, readers: &mut HashMap<u64, Reader>) {
+    loop {
+        // SAFETY: accept4 on our listener; a returned fd is ours.
+        let fd = unsafe { libc::accept4(listener.as_raw_fd(), std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK) };
+        if fd < 0 {
+            let e = nix::errno::Errno::last();
+            if e != nix::errno::Errno::EAGAIN && e != nix::errno::Errno::EINTR {
+                log::warn!("accept: {e}");
+            }
+            return;
+        }
+        // SAFETY: accept4 returned a new fd.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let token = next.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = epoll.add(&fd, EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP, token)) {
+            log::warn!("watch a ttrpc connection: {e}");
+            continue;
+        }
+        readers.insert(token, Reader { conn: Arc::new(Conn { fd, write: Mutex::new(()) }), buf: Vec::new() });
+    }
+}
+
+/// Reads what the connection has and starts every complete request.
+/// Returns false once the connection is finished with.
+fn read_requests(r: &mut Reader, methods: &Arc<Methods>, in_flight: &Arc<InFlight>) -> bool {
+    let mut open = true;
+    let mut chunk = [0u8; 4096];
+    loop {
+        match nix::unistd::read(&r.conn.fd, &mut chunk) {
+            Ok(0) => {
+                open = false;
+                break;
+            }
+            Ok(n) => r.buf.extend_from_slice(&chunk[..n]),
+            Err(nix::errno::Errno::EAGAIN) => break,
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => {
+                open = false;
+                break;
+            }
+        }
+    }
+    while r.buf.len() >= MESSAGE_HEADER_LENGTH {
+        let mh = MessageHeader::from(&r.buf[..MESSAGE_HEADER_LENGTH]);
+        let len = mh.length as usize;
+        if len > MESSAGE_LENGTH_MAX {
+            log::warn!("ttrpc frame of {len} bytes is over the {MESSAGE_LENGTH_MAX} limit: closing the connection");
+            return false;
+        }
+        if r.buf.len() < MESSAGE_HEADER_LENGTH + len {
+            break;
+        }
+        let payload = r.buf[MESSAGE_HEADER_LENGTH..MESSAGE_HEADER_LENGTH + len].to_vec();
+        r.buf.drain(..MESSAGE_HEADER_LENGTH + len);
+        if mh.type_ == MESSAGE_TYPE_REQUEST {
+            start_request(r.conn.clone(), mh, payload, methods.clone(), in_flight.clone());
+        }
+    }
+    r.buf.shrink_to_fit();
+    open
+}
+
+fn start_request(conn: Arc<Conn>, mh: MessageHeader, payload: Vec<u8>, methods: Arc<Methods>, in_flight: Arc<InFlight>) {
+    in_flight.enter();
+    let done = in_flight.clone();
+    let spawned = std::thread::Builder::new().name("rpc".into()).spawn(move || {
+        handle(&conn, mh, &payload, &methods);
+        done.leave();
+    });
+    if let Err(e) = spawned {
+        log::error!("start a thread for a ttrpc request: {e}");
+        in_flight.leave();
+    }
+}
+
+/// Runs one request through its generated handler and writes what the
+/// handler answered (or the error it returned).
+fn handle(conn: &Conn, mh: MessageHeader, payload: &[u8], methods: &Methods) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let conn_ctx = Arc::new(ConnectionContext::default());
+    let failed = match <Request as Codec>::decode(payload) {
+        Err(e) => Some(ttrpc::Error::RpcStatus(get_status(Code::INVALID_ARGUMENT, format!("decode request: {e}")))),
+        Ok(req) => {
+            let path = format!("/{}/{}", req.service, req.method);
+            match methods.get(&path) {
+                None => Some(ttrpc::Error::RpcStatus(get_status(Code::UNIMPLEMENTED, format!("{path} is not served by this shim")))),
+                Some(method) => {
+                    let mut metadata: HashMap<String, Vec<String>> = HashMap::new();
+                    for kv in &req.metadata {
+                        metadata.entry(kv.key.clone()).or_default().push(kv.value.clone());
+                    }
+                    let ctx = TtrpcContext {
+                        fd: conn.fd.as_raw_fd(),
+                        cancel_rx: crossbeam_channel::never(),
+                        mh,
+                        res_tx: tx.clone(),
+                        metadata,
+                        timeout_nano: req.timeout_nano,
+                        conn_ctx: conn_ctx.clone(),
+                    };
+                    method.handler(ctx, req).err()
+                }
+            }
+        }
+    };
+    if let Some(e) = failed {
+        let res: Response = e.into();
+        if let Err(e) = ttrpc::send_response(mh.stream_id, res, tx.clone(), &conn_ctx) {
+            log::warn!("encode a ttrpc error response: {e}");
+        }
+    }
+    drop(tx);
+    for (out, buf) in rx.try_iter() {
+        if let Err(e) = conn.write_frame(out.stream_id, &buf) {
+            log::warn!("write a ttrpc response: {e}");
+        }
+    }
+}
