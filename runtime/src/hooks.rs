@@ -124,6 +124,7 @@ pub fn run(kind: &'static str, hook: &Hook, state: &State, wait: Wait<'_>) -> Re
         // container's device rules may already deny inside the container.
         .stdout(Stdio::from(errors.try_clone().map_err(spawn_err)?))
         .stderr(Stdio::from(errors.try_clone().map_err(spawn_err)?));
+    crate::unblock_signals_in_child(&mut cmd);
     let child = cmd.spawn().map_err(spawn_err)?;
     let pid = child.id() as i32;
     drop(child);

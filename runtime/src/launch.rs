@@ -91,6 +91,7 @@ pub fn create(
             Ok(())
         });
     }
+    crate::unblock_signals_in_child(&mut cmd);
     let child = cmd.spawn().map_err(|source| LaunchError::Spawn { exe: spec.exe.clone(), source })?;
     drop(child_end);
     // The reaper owns waitpid(-1): this handle is never waited on.

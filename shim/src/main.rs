@@ -10,6 +10,7 @@
 mod container;
 mod delete;
 mod events;
+mod io_loop;
 mod oom;
 mod options;
 mod reaper;

@@ -1,74 +1,52 @@
-//! Watching every container's memory cgroup for OOM kills, on one thread.
+//! Watching every container's memory cgroup for OOM kills, from the IO loop.
 //!
 //! The fds (v1 eventfd, v2 inotify) only wake us; the container's kill
 //! counter decides whether a TaskOOM is due, under the container's lock. The
 //! exit path runs the same check before it publishes TaskExit, so an OOM
 //! kill is always reported before the exit it caused.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::sync::Arc;
 
 use cgroup::OomSource;
-use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 
 use crate::container::Cell;
+use crate::io_loop::io_loop;
 
-type Report = Box<dyn Fn(&Arc<Cell>) + Send + Sync>;
+type Report = Arc<dyn Fn(&Arc<Cell>) + Send + Sync>;
 
 pub struct OomWatcher {
-    epoll: Epoll,
-    targets: Mutex<HashMap<u64, (Weak<Cell>, OomSource)>>,
-    next: AtomicU64,
     report: Report,
 }
 
 impl OomWatcher {
+    /// `report` runs on a short-lived thread of its own: it may watch the
+    /// kill counter for a while, and the IO loop must not wait for it.
     pub fn start(report: Report) -> std::io::Result<Arc<OomWatcher>> {
-        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
-        let w = Arc::new(OomWatcher { epoll, targets: Mutex::new(HashMap::new()), next: AtomicU64::new(1), report });
-        let me = w.clone();
-        std::thread::Builder::new().name("oom".into()).spawn(move || me.run())?;
-        Ok(w)
+        Ok(Arc::new(OomWatcher { report }))
     }
 
-    /// Watches `source` for the container in `cell` until the container is
-    /// gone. Returns a token for [`OomWatcher::forget`].
+    /// Watches `source` for the container in `cell` until
+    /// [`OomWatcher::forget`]. Returns a token for it.
     pub fn watch(&self, cell: &Arc<Cell>, source: OomSource) -> std::io::Result<u64> {
-        let token = self.next.fetch_add(1, Ordering::Relaxed);
-        self.epoll.add(&source, EpollEvent::new(EpollFlags::EPOLLIN, token))?;
-        self.targets.lock().unwrap().insert(token, (Arc::downgrade(cell), source));
-        Ok(token)
-    }
-
-    /// Stops watching; closing the fd also takes it out of the epoll set.
-    pub fn forget(&self, token: u64) {
-        self.targets.lock().unwrap().remove(&token);
-    }
-
-    fn run(&self) {
-        let mut events = [EpollEvent::empty(); 16];
-        loop {
-            let n = match self.epoll.wait(&mut events, EpollTimeout::NONE) {
-                Ok(n) => n,
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => {
-                    log::error!("oom watcher: {e}");
-                    return;
-                }
-            };
-            for ev in &events[..n] {
-                let cell = {
-                    let targets = self.targets.lock().unwrap();
-                    targets.get(&ev.data()).and_then(|(cell, source)| {
-                        source.drain();
-                        cell.upgrade()
-                    })
-                };
-                if let Some(cell) = cell {
-                    (self.report)(&cell);
-                }
+        let cell = Arc::downgrade(cell);
+        let report = self.report.clone();
+        // SAFETY: the callback below owns `source`, so the fd stays open
+        // for as long as the loop watches it.
+        let fd = unsafe { BorrowedFd::borrow_raw(source.as_fd().as_raw_fd()) };
+        io_loop().watch(fd, move || {
+            source.drain();
+            let Some(cell) = cell.upgrade() else { return };
+            let report = report.clone();
+            let spawned = std::thread::Builder::new().name("oom".into()).spawn(move || report(&cell));
+            if let Err(e) = spawned {
+                log::warn!("start an oom report: {e}");
             }
-        }
+        })
+    }
+
+    /// Stops watching and closes the fd.
+    pub fn forget(&self, token: u64) {
+        io_loop().remove(token);
     }
 }

@@ -7,13 +7,16 @@
 //! a millisecond of starting still has its exit seen.
 
 use std::collections::HashMap;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
-use signal_hook::consts::SIGCHLD;
-use signal_hook::iterator::Signals;
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+
+use crate::io_loop::io_loop;
 
 pub type ExitHandler = Box<dyn FnOnce(i32) + Send>;
 
@@ -41,16 +44,25 @@ pub fn exit_code(status: WaitStatus) -> Option<(i32, i32)> {
 }
 
 impl Reaper {
-    /// Installs the SIGCHLD handler and starts the loop. Must run before the
-    /// first child is spawned.
+    /// Blocks SIGCHLD and has the IO loop read it from a signalfd. Must run
+    /// on the main thread before any other thread exists, so that every
+    /// thread inherits the blocked mask and none takes the signal itself.
+    /// Children get an empty mask back: std's Command resets it.
     pub fn start() -> std::io::Result<Arc<Reaper>> {
+        let mut mask = SigSet::empty();
+        mask.add(Signal::SIGCHLD);
+        mask.thread_block()?;
+        let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
         let reaper = Arc::new(Reaper::default());
-        let mut signals = Signals::new([SIGCHLD])?;
         let r = reaper.clone();
-        std::thread::Builder::new().name("reaper".into()).spawn(move || {
-            for _ in signals.forever() {
-                r.reap();
-            }
+        // SAFETY: the callback owns `signals`, which the loop watches for
+        // the life of the shim.
+        let fd = unsafe { BorrowedFd::borrow_raw(signals.as_fd().as_raw_fd()) };
+        io_loop().watch(fd, move || {
+            // Several exits can share one signal: read them all, then reap
+            // until nothing is left.
+            while let Ok(Some(_)) = signals.read_signal() {}
+            r.reap();
         })?;
         Ok(reaper)
     }

@@ -48,7 +48,7 @@ fn status(code: Code, msg: impl ToString) -> ttrpc::Error {
 /// Publishes TaskOOM if the container's cgroup saw a new OOM kill. Called
 /// under the container's lock by the OOM watcher and, before TaskExit, by
 /// the exit path.
-fn report_oom(c: &mut Container, events: &Events) -> bool {
+fn report_oom(c: &mut Container, events: &Arc<Events>) -> bool {
     let new = c.take_oom();
     if new {
         log::info!("container {} hit its memory limit: oom kill", c.id);
@@ -62,7 +62,7 @@ fn report_oom(c: &mut Container, events: &Events) -> bool {
 /// watched for a moment rather than read once; the lock is not held while
 /// waiting, so an exit can report the kill first (and then this finds
 /// nothing new).
-fn on_oom_wakeup(cell: &Cell, events: &Events) {
+fn on_oom_wakeup(cell: &Cell, events: &Arc<Events>) {
     for _ in 0..50 {
         if report_oom(&mut cell.lock(), events) {
             return;
@@ -110,7 +110,7 @@ impl Service {
             }
         };
         let for_oom = events.clone();
-        let oom = OomWatcher::start(Box::new(move |cell| on_oom_wakeup(cell, &for_oom)))
+        let oom = OomWatcher::start(Arc::new(move |cell: &Arc<Cell>| on_oom_wakeup(cell, &for_oom)))
             .map_err(|e| log::error!("start oom watcher: {e}"))
             .ok();
         Service {

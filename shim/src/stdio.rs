@@ -1,21 +1,23 @@
 //! The container's standard streams.
 //!
-//! The container writes into pipes that the shim owns, and copy threads
-//! move the bytes to containerd's FIFOs. Holding our own ends (as the
-//! rust-extensions runc shim does) means a reader that goes away, such as a
-//! restarting containerd, never SIGPIPEs the container, and lets the shim
-//! drain the tail of the output before it reports the exit.
+//! The container writes into pipes that the shim owns, and the shim's IO
+//! loop ([`crate::io_loop`]) moves the bytes to containerd's FIFOs. Holding
+//! our own ends (as the rust-extensions runc shim does) means a reader that
+//! goes away, such as a restarting containerd, never SIGPIPEs the
+//! container, and lets the shim drain the tail of the output before it
+//! reports the exit.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{channel, Receiver};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::{channel, Receiver, Sender};
 use std::time::{Duration, Instant};
 
 use runtime::launch::Stdio3;
+
+use crate::io_loop::io_loop;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StdioError {
@@ -29,42 +31,17 @@ pub enum StdioError {
     NoTerminal,
     #[error("resize terminal: {0}")]
     Resize(nix::errno::Errno),
+    #[error("hand a stream to the io loop: {0}")]
+    Copy(std::io::Error),
 }
 
-/// A process's side of the IO: output copies to drain, stdin to close, and
-/// the terminal master to resize.
+/// A process's side of the IO: output copies to drain, the stdin copy to
+/// close, and the terminal master to resize.
 pub struct IoHandles {
     done: Vec<Receiver<()>>,
-    stdin: SharedWriter,
-    /// Our reader of containerd's stdin FIFO, to end its copy on release.
-    stdin_fifo: Option<File>,
+    /// The IO loop's copy of containerd's stdin FIFO into the process.
+    stdin: Option<u64>,
     console: Option<File>,
-}
-
-/// The writer end that feeds the process's stdin, shared between the copy
-/// thread and CloseIO.
-#[derive(Clone, Default)]
-struct SharedWriter(Arc<Mutex<Option<File>>>);
-
-impl SharedWriter {
-    fn set(&self, f: File) {
-        *self.0.lock().unwrap() = Some(f);
-    }
-    fn close(&self) {
-        self.0.lock().unwrap().take();
-    }
-}
-
-impl Write for SharedWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        match self.0.lock().unwrap().as_mut() {
-            Some(f) => f.write(buf),
-            None => Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe)),
-        }
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 /// The output copies of a process, to wait for before reporting its exit.
@@ -92,20 +69,17 @@ impl IoHandles {
     /// CloseIO: the process sees end-of-file on stdin once it has read
     /// what was already delivered.
     pub fn close_stdin(&self) {
-        self.stdin.close();
+        if let Some(id) = self.stdin {
+            io_loop().close_dst(id);
+        }
     }
 
-    /// The process is gone: stop feeding it. A stdin thread still waiting
-    /// for containerd's writer (none ever comes with `ctr run -d`) is woken
-    /// by a writer of our own that opens and closes at once, through
-    /// /proc/self/fd, which reaches the FIFO even once its file is gone; the
-    /// copy reads end-of-file and the thread ends, instead of staying parked
-    /// for the life of a pod's shim.
+    /// The process is gone: stop feeding it, and close our reader of the
+    /// stdin FIFO, whether or not containerd ever opened its writer (it
+    /// never does with `ctr run -d`).
     pub fn release(&self) {
-        self.stdin.close();
-        if let Some(fifo) = &self.stdin_fifo {
-            let path = format!("/proc/self/fd/{}", fifo.as_raw_fd());
-            let _ = OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC).open(path);
+        if let Some(id) = self.stdin {
+            io_loop().remove(id);
         }
     }
 
@@ -124,15 +98,14 @@ impl IoHandles {
         let master = File::from(master);
         let writer = master.try_clone().map_err(|e| StdioError::Open { path: "pty master".into(), source: e })?;
         if !stdin.is_empty() {
-            self.stdin.set(writer);
-            self.stdin_fifo = Some(spawn_stdin(Path::new(local_path(stdin)?), self.stdin.clone())?);
+            self.stdin = Some(copy(open_stdin(Path::new(local_path(stdin)?))?, writer, None)?);
         }
         if !stdout.is_empty() {
             let sink = open_sink(stdout)?;
             let (tx, rx) = channel();
             self.done.push(rx);
             let reader = master.try_clone().map_err(|e| StdioError::Open { path: "pty master".into(), source: e })?;
-            spawn_copy("console-copy", reader, sink, Some(tx));
+            copy(reader, sink, Some(tx))?;
         }
         self.console = Some(master);
         Ok(())
@@ -171,55 +144,20 @@ fn local_path(uri: &str) -> Result<&str, StdioError> {
     Ok(uri)
 }
 
-fn spawn_copy(name: &str, from: File, to: impl Write + Send + 'static, done: Option<std::sync::mpsc::Sender<()>>) {
-    let _ = std::thread::Builder::new().name(name.into()).spawn(move || copy(from, to, done));
+fn copy(from: File, to: File, done: Option<Sender<()>>) -> Result<u64, StdioError> {
+    io_loop().copy(from, to, done).map_err(StdioError::Copy)
 }
 
-/// Copies until end-of-file or a write error, then closes `to` and says so.
-fn copy(mut from: File, mut to: impl Write, done: Option<std::sync::mpsc::Sender<()>>) {
-    let mut buf = vec![0u8; 32 * 1024];
-    loop {
-        match from.read(&mut buf) {
-            // A pty master reads EIO once every slave fd is closed.
-            Ok(0) => break,
-            Ok(n) => {
-                if let Err(e) = to.write_all(&buf[..n]) {
-                    log::debug!("copy: {e}");
-                    break;
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
-        }
-    }
-    drop(to);
-    if let Some(d) = done {
-        let _ = d.send(());
-    }
-}
-
-/// Starts copying containerd's stdin FIFO into the process's stdin pipe.
-/// A blocking open of a FIFO for reading waits for a writer, so it is
-/// opened non-blocking and the copy thread first polls for input: a FIFO
-/// whose writer never connected reports neither data nor hang-up. Returns a
-/// handle on the same open FIFO, for [`IoHandles::release`].
-fn spawn_stdin(path: &Path, to: SharedWriter) -> Result<File, StdioError> {
-    let err = |source| StdioError::Open { path: path.into(), source };
-    let fifo = OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC).open(path).map_err(err)?;
-    let handle = fifo.try_clone().map_err(err)?;
-    let _ = std::thread::Builder::new().name("stdin".into()).spawn(move || {
-        let mut pfd = libc::pollfd { fd: fifo.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-        // SAFETY: one valid pollfd; EINTR is retried.
-        while unsafe { libc::poll(&mut pfd, 1, -1) } < 0 {}
-        // Blocking reads from here on (the flag is on the shared open file).
-        // SAFETY: fcntl on our fd.
-        unsafe {
-            let flags = libc::fcntl(fifo.as_raw_fd(), libc::F_GETFL);
-            libc::fcntl(fifo.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK);
-        }
-        copy(fifo, to, None);
-    });
-    Ok(handle)
+/// Opens containerd's stdin FIFO for the IO loop. A blocking open of a
+/// FIFO for reading waits for a writer, so it is opened non-blocking; epoll
+/// reports such a FIFO neither readable nor hung up until a writer has
+/// come, so the copy simply waits for it.
+fn open_stdin(path: &Path) -> Result<File, StdioError> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|source| StdioError::Open { path: path.into(), source })
 }
 
 /// Our own end of an output FIFO (or a `file://` log).
@@ -304,6 +242,7 @@ fn start_logger(uri: &str, target: &LogTarget<'_>) -> Result<(OwnedFd, OwnedFd),
     }
     // The logger's exit is reaped and dropped by the shim's reaper: the
     // handle is never waited on, as in containerd's own shims.
+    runtime::unblock_signals_in_child(&mut cmd);
     cmd.spawn().map_err(|source| StdioError::Open { path: path.into(), source })?;
     drop((out_r, err_r, ready_w));
     let mut byte = [0u8; 1];
@@ -336,7 +275,7 @@ fn percent_decode(s: &str) -> String {
 /// /dev/null. With a terminal, the process gets /dev/null here and its pty
 /// later ([`IoHandles::attach_console`]).
 pub fn open(stdin: &str, stdout: &str, stderr: &str, terminal: bool, target: &LogTarget<'_>) -> Result<(Stdio3, IoHandles), StdioError> {
-    let mut io = IoHandles { done: Vec::new(), stdin: SharedWriter::default(), stdin_fifo: None, console: None };
+    let mut io = IoHandles { done: Vec::new(), stdin: None, console: None };
     if terminal {
         return Ok((Stdio3 { stdin: devnull(false)?, stdout: devnull(true)?, stderr: devnull(true)? }, io));
     }
@@ -345,8 +284,7 @@ pub fn open(stdin: &str, stdout: &str, stderr: &str, terminal: bool, target: &Lo
     } else {
         let (r, w) = pipe()?;
         own(&r, target.owner)?;
-        io.stdin.set(File::from(w));
-        io.stdin_fifo = Some(spawn_stdin(Path::new(local_path(stdin)?), io.stdin.clone())?);
+        io.stdin = Some(copy(open_stdin(Path::new(local_path(stdin)?))?, File::from(w), None)?);
         r
     };
     let mut output = |uri: &str| -> Result<OwnedFd, StdioError> {
@@ -358,7 +296,7 @@ pub fn open(stdin: &str, stdout: &str, stderr: &str, terminal: bool, target: &Lo
         own(&w, target.owner)?;
         let (tx, rx) = channel();
         io.done.push(rx);
-        spawn_copy("output-copy", File::from(r), sink, Some(tx));
+        copy(File::from(r), sink, Some(tx))?;
         Ok(w)
     };
     if stdout.starts_with("binary://") {

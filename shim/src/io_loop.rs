@@ -1,0 +1,302 @@
+//! The shim's one IO thread (`io` in `ps`): an epoll loop that moves every
+//! container's stdio between pipes and containerd's FIFOs, and wakes the
+//! reaper (a signalfd for SIGCHLD) and the OOM watcher (eventfd or
+//! inotify fds).
+//!
+//! A thread per stream, as before, cost an idle shim five threads for one
+//! container, each with a 32 KiB buffer and a dirty stack (issue #7). Here a
+//! copy holds no buffer while it is idle: bytes go from one shared read
+//! buffer straight to the sink, and only what a full sink refused is kept.
+//! Back-pressure is kept: while a sink is full the copy stops reading its
+//! source, so the container blocks on its own pipe, as it would on a thread
+//! blocked in write.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{ErrorKind, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+
+/// The loop's one read buffer, shared by every copy.
+const CHUNK: usize = 64 * 1024;
+/// At most this many reads per copy per wakeup, so that one container
+/// printing without pause cannot starve the others (epoll is
+/// level-triggered: it comes back).
+const READS_PER_WAKEUP: usize = 16;
+
+type Callback = Arc<Mutex<dyn FnMut() + Send>>;
+
+enum Entry {
+    /// An fd whose owner reacts to readability, outside the loop's lock.
+    Watch { fd: RawFd, callback: Callback },
+    Copy(Copy),
+}
+
+/// One direction of a stream: `src` into `dst`.
+struct Copy {
+    src: File,
+    /// None once CloseIO closed it.
+    dst: Option<File>,
+    /// Bytes read from `src` that `dst` has not taken yet.
+    pending: Vec<u8>,
+    /// Whether the loop waits for `dst` to become writable (and so does
+    /// not read `src`).
+    waiting_dst: bool,
+    done: Option<Sender<()>>,
+}
+
+enum Progress {
+    /// `src` has nothing more for now.
+    Idle,
+    /// `dst` is full.
+    DstFull,
+    /// End of file on `src`, or `dst` is gone or broken.
+    Finished,
+}
+
+impl Copy {
+    fn pump(&mut self, buf: &mut [u8]) -> Progress {
+        for _ in 0..READS_PER_WAKEUP {
+            if let Some(p) = self.flush() {
+                return p;
+            }
+            match self.src.read(buf) {
+                Ok(0) => return Progress::Finished,
+                Ok(n) => self.pending.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Progress::Idle,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                // A pty master reads EIO once every slave fd is closed.
+                Err(_) => return Progress::Finished,
+            }
+        }
+        self.flush().unwrap_or(Progress::Idle)
+    }
+
+    /// Writes what is pending. None when all of it went.
+    fn flush(&mut self) -> Option<Progress> {
+        while !self.pending.is_empty() {
+            let Some(dst) = self.dst.as_mut() else { return Some(Progress::Finished) };
+            match dst.write(&self.pending) {
+                Ok(0) => return Some(Progress::Finished),
+                Ok(n) => {
+                    self.pending.drain(..n);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Some(Progress::DstFull),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    log::debug!("copy: {e}");
+                    return Some(Progress::Finished);
+                }
+            }
+        }
+        self.pending = Vec::new();
+        None
+    }
+}
+
+/// The loop's read buffer: its own mapping, so that its pages can be
+/// dropped whenever the loop goes idle (a heap buffer would stay dirty).
+struct Scratch {
+    ptr: *mut u8,
+    used: bool,
+}
+
+impl Scratch {
+    fn new() -> Scratch {
+        // SAFETY: a private anonymous mapping, ours alone.
+        let ptr = unsafe { libc::mmap(std::ptr::null_mut(), CHUNK, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0) };
+        assert!(ptr != libc::MAP_FAILED, "map the io loop's buffer: {}", std::io::Error::last_os_error());
+        Scratch { ptr: ptr.cast(), used: false }
+    }
+
+    fn get(&mut self) -> &mut [u8] {
+        self.used = true;
+        // SAFETY: CHUNK bytes mapped read-write for the loop's lifetime,
+        // borrowed mutably through &mut self only.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, CHUNK) }
+    }
+
+    fn release(&mut self) {
+        if std::mem::take(&mut self.used) {
+            // SAFETY: MADV_DONTNEED on our own mapping; it reads as zeroes
+            // afterwards, which nothing relies on.
+            unsafe { libc::madvise(self.ptr.cast(), CHUNK, libc::MADV_DONTNEED) };
+        }
+    }
+}
+
+pub struct IoLoop {
+    epoll: Epoll,
+    entries: Mutex<HashMap<u64, Entry>>,
+    next: AtomicU64,
+}
+
+/// Tokens: an entry's id, with the low bit set for a copy's destination.
+const DST: u64 = 1;
+
+fn set_nonblocking(fd: BorrowedFd<'_>) -> std::io::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
+    fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    Ok(())
+}
+
+/// The shim's loop, started on first use.
+pub fn io_loop() -> &'static IoLoop {
+    static LOOP: OnceLock<&'static IoLoop> = OnceLock::new();
+    LOOP.get_or_init(|| {
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).expect("epoll_create");
+        let l: &'static IoLoop = Box::leak(Box::new(IoLoop { epoll, entries: Mutex::new(HashMap::new()), next: AtomicU64::new(2) }));
+        std::thread::Builder::new().name("io".into()).spawn(move || l.run()).expect("start the io thread");
+        l
+    })
+}
+
+impl IoLoop {
+    fn id(&self) -> u64 {
+        self.next.fetch_add(2, Ordering::Relaxed)
+    }
+
+    /// Calls `callback` on the loop thread whenever `fd` is readable, until
+    /// [`IoLoop::remove`]. The caller keeps `fd` open until then (the
+    /// callback may own it). The callback must not block.
+    pub fn watch(&self, fd: BorrowedFd<'_>, callback: impl FnMut() + Send + 'static) -> std::io::Result<u64> {
+        let id = self.id();
+        let mut entries = self.entries.lock().unwrap();
+        self.epoll.add(fd, EpollEvent::new(EpollFlags::EPOLLIN, id))?;
+        entries.insert(id, Entry::Watch { fd: fd.as_raw_fd(), callback: Arc::new(Mutex::new(callback)) });
+        Ok(id)
+    }
+
+    /// Copies `src` into `dst` until end of file on `src` or an error on
+    /// `dst`, then closes both and sends on `done`. Both become
+    /// non-blocking.
+    pub fn copy(&self, src: File, dst: File, done: Option<Sender<()>>) -> std::io::Result<u64> {
+        set_nonblocking(src.as_fd())?;
+        set_nonblocking(dst.as_fd())?;
+        let id = self.id();
+        let mut entries = self.entries.lock().unwrap();
+        self.epoll.add(&src, EpollEvent::new(EpollFlags::EPOLLIN, id))?;
+        entries.insert(id, Entry::Copy(Copy { src, dst: Some(dst), pending: Vec::new(), waiting_dst: false, done }));
+        Ok(id)
+    }
+
+    /// Closes a copy's destination now (CloseIO of stdin): the process
+    /// reads end of file after what was already delivered.
+    pub fn close_dst(&self, id: u64) {
+        if let Some(Entry::Copy(c)) = self.entries.lock().unwrap().get_mut(&id) {
+            if let Some(dst) = c.dst.take() {
+                if c.waiting_dst {
+                    let _ = self.epoll.delete(&dst);
+                    c.waiting_dst = false;
+                    let _ = self.epoll.add(&c.src, EpollEvent::new(EpollFlags::EPOLLIN, id));
+                }
+            }
+        }
+    }
+
+    /// Stops a watch or a copy and closes what it owns.
+    pub fn remove(&self, id: u64) {
+        let entry = self.entries.lock().unwrap().remove(&id);
+        match entry {
+            Some(Entry::Copy(c)) => self.finish(c),
+            Some(Entry::Watch { fd, .. }) => {
+                // SAFETY: the owner keeps the fd open until this returns.
+                let _ = self.epoll.delete(unsafe { BorrowedFd::borrow_raw(fd) });
+            }
+            None => {}
+        }
+    }
+
+    fn finish(&self, c: Copy) {
+        match (c.waiting_dst, &c.dst) {
+            (true, Some(dst)) => drop(self.epoll.delete(dst)),
+            _ => drop(self.epoll.delete(&c.src)),
+        }
+        drop((c.src, c.dst));
+        if let Some(done) = c.done {
+            let _ = done.send(());
+        }
+    }
+
+    fn run(&self) {
+        let mut events = [EpollEvent::empty(); 16];
+        let mut buf = Scratch::new();
+        loop {
+            // Nothing ready: give the buffer's pages back before sleeping,
+            // so an idle shim does not carry them.
+            let mut n = self.wait(&mut events, EpollTimeout::ZERO);
+            if n == 0 {
+                buf.release();
+                n = self.wait(&mut events, EpollTimeout::NONE);
+            }
+            for ev in &events[..n] {
+                let id = ev.data() & !DST;
+                let callback = {
+                    let mut entries = self.entries.lock().unwrap();
+                    match entries.get_mut(&id) {
+                        Some(Entry::Watch { callback, .. }) => Some(callback.clone()),
+                        Some(Entry::Copy(c)) => {
+                            if self.step(id, c, buf.get()) {
+                                if let Some(Entry::Copy(c)) = entries.remove(&id) {
+                                    self.finish(c);
+                                }
+                            }
+                            None
+                        }
+                        None => None,
+                    }
+                };
+                // Outside the lock: a callback may watch or remove.
+                if let Some(cb) = callback {
+                    (cb.lock().unwrap())();
+                }
+            }
+        }
+    }
+
+    fn wait(&self, events: &mut [EpollEvent], timeout: EpollTimeout) -> usize {
+        loop {
+            match self.epoll.wait(events, timeout) {
+                Ok(n) => return n,
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => {
+                    // Only a bad epoll fd or buffer gets here: not something
+                    // to spin on.
+                    log::error!("io loop: epoll_wait: {e}");
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+            }
+        }
+    }
+
+    /// Moves what it can. Returns true once the copy is finished.
+    fn step(&self, id: u64, c: &mut Copy, buf: &mut [u8]) -> bool {
+        match c.pump(buf) {
+            Progress::Finished => return true,
+            Progress::DstFull if !c.waiting_dst => {
+                // Stop reading until the sink takes more. The source
+                // leaves the set altogether: epoll reports a hang-up
+                // whatever the mask, and level-triggered, it would spin.
+                let dst = c.dst.as_ref().expect("a full sink exists");
+                let _ = self.epoll.delete(&c.src);
+                let _ = self.epoll.add(dst, EpollEvent::new(EpollFlags::EPOLLOUT, id | DST));
+                c.waiting_dst = true;
+            }
+            Progress::DstFull => {}
+            Progress::Idle if c.waiting_dst => {
+                if let Some(dst) = &c.dst {
+                    let _ = self.epoll.delete(dst);
+                }
+                let _ = self.epoll.add(&c.src, EpollEvent::new(EpollFlags::EPOLLIN, id));
+                c.waiting_dst = false;
+            }
+            Progress::Idle => {}
+        }
+        false
+    }
+}
