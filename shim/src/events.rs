@@ -10,8 +10,8 @@
 //! proto file it imports (descriptor.proto and its comments included),
 //! about 300 KiB of heap that every idle shim would then keep.
 
-use std::sync::mpsc::{channel, Receiver, Sender};
-use std::sync::Mutex;
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -61,43 +61,88 @@ struct Event {
 }
 
 pub struct Events {
-    tx: Mutex<Option<Sender<Event>>>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    address: String,
+    namespace: String,
+    queue: Mutex<Queue>,
+    /// Signalled when an event is queued or the queue is closed.
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct Queue {
+    events: VecDeque<Event>,
+    /// The sender thread, while one runs. It ends after [`IDLE`] with
+    /// nothing to send, and the next event starts another.
+    sender: Option<JoinHandle<()>>,
+    closed: bool,
 }
 
 impl Events {
-    pub fn start(ttrpc_address: String, namespace: String) -> Events {
-        let (tx, rx) = channel();
-        let thread = std::thread::Builder::new()
-            .name("events".into())
-            .spawn(move || forward(rx, &ttrpc_address, &namespace))
-            .ok();
-        Events { tx: Mutex::new(Some(tx)), thread: Mutex::new(thread) }
+    pub fn start(ttrpc_address: String, namespace: String) -> Arc<Events> {
+        Arc::new(Events { address: ttrpc_address, namespace, queue: Mutex::new(Queue::default()), wake: Condvar::new() })
     }
 
-    pub fn publish<E: TaskEvent>(&self, event: E) {
+    pub fn publish<E: TaskEvent>(self: &Arc<Self>, event: E) {
         log::debug!("publish {}", E::TOPIC);
         let any = match event.write_to_bytes() {
             Ok(value) => Any { type_url: E::TYPE.to_string(), value, ..Default::default() },
             Err(e) => return log::error!("encode {}: {e}", E::TYPE),
         };
-        if let Some(tx) = self.tx.lock().unwrap().as_ref() {
-            let _ = tx.send(Event { topic: E::TOPIC, any });
+        let mut q = self.queue.lock().unwrap();
+        if q.closed {
+            return;
         }
+        q.events.push_back(Event { topic: E::TOPIC, any });
+        if q.sender.is_none() {
+            let me = self.clone();
+            match std::thread::Builder::new().name("events".into()).spawn(move || me.forward()) {
+                Ok(handle) => q.sender = Some(handle),
+                Err(e) => log::error!("start the events sender: {e}"),
+            }
+        }
+        self.wake.notify_one();
     }
 
     /// Sends what is queued, then stops. Used at shutdown so TaskDelete is
     /// not lost with the process.
     pub fn close(&self) {
-        self.tx.lock().unwrap().take();
-        if let Some(t) = self.thread.lock().unwrap().take() {
+        let sender = {
+            let mut q = self.queue.lock().unwrap();
+            q.closed = true;
+            self.wake.notify_one();
+            q.sender.take()
+        };
+        if let Some(t) = sender {
             let _ = t.join();
+        }
+    }
+
+    /// The next event, or None once the queue has been empty for [`IDLE`]
+    /// (the thread then ends) or is closed and empty.
+    fn next(&self) -> Option<Event> {
+        let q = self.queue.lock().unwrap();
+        let (mut q, _) = self.wake.wait_timeout_while(q, IDLE, |q| q.events.is_empty() && !q.closed).unwrap();
+        let event = q.events.pop_front();
+        if event.is_none() && !q.closed {
+            // Under the lock: a publish from now on starts a new sender.
+            q.sender = None;
+        }
+        event
+    }
+
+    /// The sender thread: one connection to containerd while there is
+    /// something to send.
+    fn forward(&self) {
+        let mut publisher: Option<EventsClient> = None;
+        while let Some(event) = self.next() {
+            deliver(&mut publisher, &self.address, &self.namespace, &event);
         }
     }
 }
 
-/// How long the connection to containerd stays open with nothing to send.
-/// Its ttrpc client holds two threads, which an idle shim need not keep.
+/// How long the sender thread, and its connection to containerd, stay with
+/// nothing to send: the connection's ttrpc client holds two threads more,
+/// none of which an idle shim need keep.
 const IDLE: Duration = Duration::from_secs(2);
 
 fn open(address: &str) -> Result<EventsClient, String> {
@@ -117,40 +162,30 @@ fn send(client: &EventsClient, namespace: &str, event: &Event) -> Result<(), Str
     client.forward(Context::default(), &req).map(drop).map_err(|e| e.to_string())
 }
 
-fn forward(rx: Receiver<Event>, address: &str, namespace: &str) {
-    let mut publisher: Option<EventsClient> = None;
-    loop {
-        let event = match rx.recv_timeout(IDLE) {
-            Ok(e) => e,
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                publisher = None;
-                continue;
-            }
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
-        };
-        // containerd may be restarting: reconnect, with a bounded wait, and
-        // drop the event only after that. containerd re-reads task state
-        // through State/Wait when it returns, so no exit is lost with it.
-        let mut delay = Duration::from_millis(50);
-        for attempt in 0..8 {
-            if publisher.is_none() {
-                publisher = open(address).map_err(|e| log::debug!("connect to {address}: {e}")).ok();
-            }
-            if let Some(p) = &publisher {
-                match send(p, namespace, &event) {
-                    Ok(()) => break,
-                    Err(e) => {
-                        log::warn!("publish {} (attempt {}): {e}", event.topic, attempt + 1);
-                        publisher = None;
-                    }
+/// Sends one event. containerd may be restarting: reconnect, with a
+/// bounded wait, and drop the event only after that. containerd re-reads
+/// task state through State/Wait when it returns, so no exit is lost with
+/// it.
+fn deliver(publisher: &mut Option<EventsClient>, address: &str, namespace: &str, event: &Event) {
+    let mut delay = Duration::from_millis(50);
+    for attempt in 0..8 {
+        if publisher.is_none() {
+            *publisher = open(address).map_err(|e| log::debug!("connect to {address}: {e}")).ok();
+        }
+        if let Some(p) = publisher.as_ref() {
+            match send(p, namespace, event) {
+                Ok(()) => return,
+                Err(e) => {
+                    log::warn!("publish {} (attempt {}): {e}", event.topic, attempt + 1);
+                    *publisher = None;
                 }
             }
-            if attempt == 7 {
-                log::error!("dropped event {} after retries", event.topic);
-            } else {
-                std::thread::sleep(delay);
-                delay = (delay * 2).min(Duration::from_secs(2));
-            }
+        }
+        if attempt == 7 {
+            log::error!("dropped event {} after retries", event.topic);
+        } else {
+            std::thread::sleep(delay);
+            delay = (delay * 2).min(Duration::from_secs(2));
         }
     }
 }

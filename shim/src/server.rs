@@ -74,7 +74,36 @@ fn init_logging(flags: &Flags) {
     log::set_max_level(level);
 }
 
+/// glibc reads its tunables from this variable at process start.
+pub const TUNABLES_ENV: &str = "GLIBC_TUNABLES";
+/// No cache of the stacks of finished threads: every request runs on a
+/// thread of its own (rpc.rs), and glibc would otherwise keep up to 40 MiB
+/// of their stacks, each with its top pages still dirty, in an idle shim.
+const SERVER_TUNABLES: &str = "glibc.pthread.stack_cache_size=0";
+
+/// The GLIBC_TUNABLES `start` gives the server: ours after whatever
+/// containerd's environment had.
+pub fn with_server_tunables(inherited: Option<&str>) -> String {
+    match inherited {
+        Some(t) if !t.is_empty() => format!("{t}:{SERVER_TUNABLES}"),
+        _ => SERVER_TUNABLES.to_string(),
+    }
+}
+
+/// Gives back the environment's own GLIBC_TUNABLES, so that nothing the
+/// server starts (the init stage, hooks, loggers) inherits ours.
+fn restore_tunables() {
+    let Ok(t) = std::env::var(TUNABLES_ENV) else { return };
+    match t.strip_suffix(SERVER_TUNABLES).map(|rest| rest.trim_end_matches(':')) {
+        Some("") => std::env::remove_var(TUNABLES_ENV),
+        Some(rest) => std::env::set_var(TUNABLES_ENV, rest),
+        None => {}
+    }
+}
+
 pub fn run(flags: &Flags) -> Result<(), ServerError> {
+    // Before any thread exists: the environment is not thread-safe.
+    restore_tunables();
     // One malloc arena for the whole process: glibc otherwise gives each
     // thread that allocates an arena of its own, and an idle shim would
     // carry their dirty pages (issue #7 counts every idle shim's PSS).
@@ -91,7 +120,7 @@ pub fn run(flags: &Flags) -> Result<(), ServerError> {
 
     let reaper = Reaper::start().map_err(ServerError::Reaper)?;
     let ttrpc_address = std::env::var("TTRPC_ADDRESS").map_err(|_| ServerError::NoAddress)?;
-    let events = Arc::new(Events::start(ttrpc_address, flags.namespace.clone()));
+    let events = Events::start(ttrpc_address, flags.namespace.clone());
     let quit = Arc::new(Quit::new().map_err(ServerError::Quit)?);
     let service = Arc::new(Service::new(&flags.namespace, events.clone(), reaper, quit.clone()));
 
@@ -116,10 +145,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn server_tunables_come_after_inherited_ones() {
+        assert_eq!(with_server_tunables(None), SERVER_TUNABLES);
+        assert_eq!(with_server_tunables(Some("")), SERVER_TUNABLES);
+        assert_eq!(with_server_tunables(Some("glibc.malloc.check=3")), format!("glibc.malloc.check=3:{SERVER_TUNABLES}"));
+    }
+
+    #[test]
     fn every_task_method_is_served_under_v2_and_v3() {
         let service = Arc::new(Service::new(
             "test",
-            Arc::new(Events::start("/nonexistent".into(), "test".into())),
+            Events::start("/nonexistent".into(), "test".into()),
             Arc::new(Reaper::default()),
             Arc::new(Quit::new().unwrap()),
         ));

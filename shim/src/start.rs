@@ -68,6 +68,7 @@ pub fn run(flags: &Flags) -> Result<String, StartError> {
         cmd.arg("-debug");
     }
     cmd.arg("serve").current_dir(&bundle).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    cmd.env(crate::server::TUNABLES_ENV, crate::server::with_server_tunables(std::env::var(crate::server::TUNABLES_ENV).ok().as_deref()));
     let fd = listener.as_raw_fd();
     // SAFETY: dup2 and setsid are async-signal-safe. The server gets the
     // listener at a fixed fd, and its own session so that nothing aimed at
