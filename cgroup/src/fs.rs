@@ -127,14 +127,15 @@ impl Manager for FsCgroup {
     }
 
     fn prepare(&mut self) -> Result<Entry, CgroupError> {
-        if self.layout == Layout::Unified {
-            return Ok(Entry::ByPid);
-        }
         let rel = self.path.trim_start_matches('/');
         if !self.inner.exists() {
-            // What FsManager::add_proc would create (cpuset copies its
-            // parent's cpus and mems), without moving anyone.
+            // What FsManager::add_proc would create (v1 cpuset copies its
+            // parent's cpus and mems; v2 enables the parents' controllers),
+            // without moving anyone.
             Cgroup::load(hierarchies::auto(), rel).create().map_err(|e| self.err(format!("create: {e}")))?;
+        }
+        if self.layout == Layout::Unified {
+            return Ok(Entry::IntoCgroup(self.unified_dir()));
         }
         let tasks = self.v1_mounts().into_iter().map(|(_, dir)| dir.join("tasks")).filter(|f| f.exists()).collect();
         Ok(Entry::SelfTasks(tasks))

@@ -77,8 +77,12 @@ pub enum Entry {
     /// self-move. Older kernels take the rwsem either way. A
     /// single-threaded process moved by its only thread is moved whole.
     SelfTasks(Vec<PathBuf>),
-    /// The spawner writes the pid with [`Manager::add_proc`] (cgroup v2,
-    /// where a thread cannot leave its domain alone).
+    /// cgroup v2, where a thread cannot leave its domain alone: the
+    /// spawner starts the process inside this directory with
+    /// clone3(CLONE_INTO_CGROUP), which takes that rwsem only for read, or
+    /// where the kernel cannot, writes its pid with [`Manager::add_proc`].
+    IntoCgroup(PathBuf),
+    /// The spawner writes the pid with [`Manager::add_proc`].
     ByPid,
 }
 
@@ -87,7 +91,7 @@ impl Entry {
     pub fn self_tasks(&self) -> Vec<PathBuf> {
         match self {
             Entry::SelfTasks(files) => files.clone(),
-            Entry::ByPid => Vec::new(),
+            Entry::IntoCgroup(_) | Entry::ByPid => Vec::new(),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The shim's side of the init stage: spawn it, feed it, answer it.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -8,6 +9,7 @@ use std::process::{Command, Stdio};
 use oci_spec::runtime::LinuxIdMapping;
 
 use crate::channel::{Channel, ChannelError, FromInit, InitConfig, ToInit};
+use crate::spawn::{self, Spawn};
 use crate::{INIT_ROLE, SYNC_FD_ENV};
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +46,9 @@ pub struct LaunchSpec {
     pub uid_mappings: Vec<LinuxIdMapping>,
     pub gid_mappings: Vec<LinuxIdMapping>,
     pub stdio: Stdio3,
+    /// A cgroup v2 directory to start stage 1 in ([`crate::spawn`]);
+    /// otherwise `enter_cgroup` moves it.
+    pub cgroup_dir: Option<OwnedFd>,
 }
 
 /// An init stage that is set up and waits for Start.
@@ -59,8 +64,11 @@ fn map_text(maps: &[LinuxIdMapping]) -> String {
 }
 
 /// Spawns the init stage and drives it until the container's process is
-/// ready to exec. `enter_cgroup` runs with stage 1's pid before stage 1 may
-/// fork, so every process of the container starts inside its cgroup.
+/// ready to exec. Stage 1 starts inside the cgroup v2 directory
+/// `spec.cgroup_dir` when there is one and the kernel can; otherwise
+/// `enter_cgroup` runs with its pid before stage 1 may fork (it may also
+/// leave the move to stage 1, on v1), so every process of the container
+/// starts inside its cgroup.
 /// `runtime_hooks` runs the prestart and createRuntime hooks with the pid of
 /// the container's process, when stage 2 asks.
 pub fn create(
@@ -70,35 +78,66 @@ pub fn create(
 ) -> Result<Created, LaunchError> {
     let (chan, child_end) = Channel::pair()?;
     let child_fd = child_end.as_raw_fd();
-    let mut cmd = Command::new(&spec.exe);
     // Named for `ps`, whatever path the binary was started by.
-    cmd.arg0("containerd-shim-rust-v2")
-        .arg(INIT_ROLE)
-        .arg(&spec.id)
-        .env(SYNC_FD_ENV, child_fd.to_string())
-        .current_dir(&spec.config.bundle)
-        .stdin(Stdio::from(spec.stdio.stdin))
-        .stdout(Stdio::from(spec.stdio.stdout))
-        .stderr(Stdio::from(spec.stdio.stderr));
-    // SAFETY: fcntl is async-signal-safe; it only clears close-on-exec on
-    // the one fd the init stage must inherit. Everything else we hold stays
-    // close-on-exec, so no other fd of the shim leaks into the container.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::fcntl(child_fd, libc::F_SETFD, 0) == -1 {
-                return Err(std::io::Error::last_os_error());
+    let argv = [OsStr::new("containerd-shim-rust-v2"), OsStr::new(INIT_ROLE), OsStr::new(&spec.id)];
+    let cloned = match &spec.cgroup_dir {
+        Some(dir) => {
+            let how = Spawn {
+                exe: &spec.exe,
+                argv: &argv,
+                env: (SYNC_FD_ENV, child_fd.to_string()),
+                cwd: &spec.config.bundle,
+                stdio: [&spec.stdio.stdin, &spec.stdio.stdout, &spec.stdio.stderr],
+                keep: child_fd,
+            };
+            match spawn::into_cgroup(&how, dir.as_fd()) {
+                Ok(pid) => Some(pid),
+                Err(e) if spawn::unsupported(&e) => {
+                    log::info!("clone3 into the cgroup: {e}; moving the init stage by pid");
+                    None
+                }
+                Err(source) => return Err(LaunchError::Spawn { exe: spec.exe.clone(), source }),
             }
-            Ok(())
-        });
-    }
-    crate::unblock_signals_in_child(&mut cmd);
-    let child = cmd.spawn().map_err(|source| LaunchError::Spawn { exe: spec.exe.clone(), source })?;
+        }
+        None => None,
+    };
+    let stage1 = match cloned {
+        Some(pid) => {
+            drop(spec.stdio);
+            pid
+        }
+        None => {
+            let mut cmd = Command::new(&spec.exe);
+            cmd.arg0(argv[0])
+                .args(&argv[1..])
+                .env(SYNC_FD_ENV, child_fd.to_string())
+                .current_dir(&spec.config.bundle)
+                .stdin(Stdio::from(spec.stdio.stdin))
+                .stdout(Stdio::from(spec.stdio.stdout))
+                .stderr(Stdio::from(spec.stdio.stderr));
+            // SAFETY: fcntl is async-signal-safe; it only clears
+            // close-on-exec on the one fd the init stage must inherit.
+            // Everything else we hold stays close-on-exec, so no other fd
+            // of the shim leaks into the container.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::fcntl(child_fd, libc::F_SETFD, 0) == -1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+            crate::unblock_signals_in_child(&mut cmd);
+            let child = cmd.spawn().map_err(|source| LaunchError::Spawn { exe: spec.exe.clone(), source })?;
+            // The reaper owns waitpid(-1): this handle is never waited on.
+            let pid = child.id() as i32;
+            drop(child);
+            enter_cgroup(pid).map_err(|message| LaunchError::Cgroup { pid, message })?;
+            pid
+        }
+    };
     drop(child_end);
-    // The reaper owns waitpid(-1): this handle is never waited on.
-    let stage1 = child.id() as i32;
-    drop(child);
 
-    enter_cgroup(stage1).map_err(|message| LaunchError::Cgroup { pid: stage1, message })?;
     chan.send(&ToInit::Config(spec.config))?;
 
     let mut pid = None;

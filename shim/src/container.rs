@@ -2,6 +2,8 @@
 //! the Task calls, independent of ttrpc.
 
 use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
@@ -30,6 +32,8 @@ pub enum ContainerError {
     Stdio(#[from] StdioError),
     #[error("{0}")]
     Cgroup(#[from] cgroup::CgroupError),
+    #[error("open cgroup directory {path}: {source}")]
+    CgroupDir { path: PathBuf, source: std::io::Error },
     #[error("create {what}: {source}")]
     Launch { what: String, source: LaunchError },
     #[error("start {what}: {source}")]
@@ -176,12 +180,24 @@ fn launch_with_io(
     Ok((created, handles))
 }
 
-/// Puts stage 1 into the cgroup, unless it moves itself (v1).
+/// Puts stage 1 into the cgroup when it was neither cloned into it (v2)
+/// nor moves itself (v1).
 fn enter_cgroup(cg: &mut dyn Manager, entry: &Entry, pid: i32) -> Result<(), String> {
     match entry {
         Entry::SelfTasks(_) => Ok(()),
-        Entry::ByPid => cg.add_proc(pid).map_err(|e| e.to_string()),
+        Entry::IntoCgroup(_) | Entry::ByPid => cg.add_proc(pid).map_err(|e| e.to_string()),
     }
+}
+
+/// The cgroup v2 directory stage 1 is cloned into, opened for clone3.
+fn cgroup_dir(entry: &Entry) -> Result<Option<OwnedFd>, ContainerError> {
+    let Entry::IntoCgroup(dir) = entry else { return Ok(None) };
+    let fd = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(dir)
+        .map_err(|source| ContainerError::CgroupDir { path: dir.clone(), source })?;
+    Ok(Some(fd.into()))
 }
 
 impl Container {
@@ -223,6 +239,13 @@ impl Container {
                 return Err(e.into());
             }
         };
+        let dir = match cgroup_dir(&entry) {
+            Ok(dir) => dir,
+            Err(e) => {
+                let _ = cg.destroy();
+                return Err(e);
+            }
+        };
         phase("cgroup manager ready");
         let config = InitConfig {
             id: req.id.to_string(),
@@ -239,7 +262,7 @@ impl Container {
         let what = format!("container {}", req.id);
         let io_owner = req.options.io_uid.zip(req.options.io_gid);
         let launched = launch_with_io(
-            |stdio| LaunchSpec { exe, id, config, uid_mappings, gid_mappings, stdio },
+            |stdio| LaunchSpec { exe, id, config, uid_mappings, gid_mappings, stdio, cgroup_dir: dir },
             &req.io,
             &LogTarget { container_id: req.id, namespace: req.namespace, owner: io_owner },
             &what,
@@ -395,6 +418,7 @@ impl Container {
             return Err(ContainerError::State { what: p.what(&id), state: p.status.name(), action: "start", wanted: "created" });
         };
         let entry = cgroup.prepare()?;
+        let dir = cgroup_dir(&entry)?;
         let config = InitConfig {
             id: id.clone(),
             bundle,
@@ -413,6 +437,7 @@ impl Container {
                 uid_mappings: Vec::new(),
                 gid_mappings: Vec::new(),
                 stdio,
+                cgroup_dir: dir,
             },
             &p.io,
             &LogTarget { container_id: &id, namespace, owner: *io_owner },

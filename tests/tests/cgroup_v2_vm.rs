@@ -73,6 +73,10 @@ guest_tests! {
     /// `--memory-limit 33554432 --cpus 0.5`: memory.max 33554432, cpu.max `50000 100000`,
     /// the task pid in cgroup.procs; the cgroup directory is gone after delete.
     v2_limits,
+    /// The init stage of a create and of an exec is cloned into the container's
+    /// cgroup (clone3 CLONE_INTO_CGROUP): the exec sees `0::/`, and our shim never
+    /// logs that it moved the init stage by pid.
+    v2_clone_into_cgroup,
     /// `sh -c 'exit 7'` exits 7.
     v2_exit_code,
     /// `ctr task pause` gives PAUSED, cgroup.freeze 1 and `frozen 1` in cgroup.events;

@@ -28,7 +28,7 @@ TEST_TIMEOUT=${RSV2_TEST_TIMEOUT:-60}
 CG=/sys/fs/cgroup
 WORK=/tmp/rsv2-tests
 CTD_LOG=/run/containerd.log
-ALL_TESTS="v2_basic_run v2_limits v2_exit_code v2_pause_resume v2_update v2_metrics v2_oom v2_devices v2_devices_mknod"
+ALL_TESTS="v2_basic_run v2_limits v2_clone_into_cgroup v2_exit_code v2_pause_resume v2_update v2_metrics v2_oom v2_devices v2_devices_mknod"
 
 ctr() { command ctr -n "$NS" "$@"; }
 
@@ -116,6 +116,30 @@ t_v2_limits() {
     fail "task pid $pid is not in $d/cgroup.procs: $(oneline "$(cat "$d/cgroup.procs")")"
   remove limits
   wait_for 10 [ ! -d "$d" ] || fail "cgroup $d still exists after the container was deleted"
+}
+
+# The init stage of a create and of an exec starts inside the container's
+# cgroup (clone3 with CLONE_INTO_CGROUP, Linux 5.7): no pid is moved. Our
+# shim logs when it has to move one instead, and must not have to here.
+t_v2_clone_into_cgroup() {
+  start_detached "" cic /bin/sleep 1000
+  d=$(cgdir cic)
+  out=$(ctr task exec --exec-id e1 cic /bin/sh -c 'cat /proc/self/cgroup' 2>&1) ||
+    fail "ctr task exec exited $?: $(oneline "$out")"
+  case "$out" in
+    "0::/" | "0::/$NS/cic") ;;
+    *) fail "the exec's /proc/self/cgroup is not the container's cgroup: $(oneline "$out")" ;;
+  esac
+  pid=$(task_field cic 2)
+  grep -qx "$pid" "$d/cgroup.procs" ||
+    fail "task pid $pid is not in $d/cgroup.procs: $(oneline "$(cat "$d/cgroup.procs")")"
+  case "$RUNTIME" in
+    io.containerd.rust.v2)
+      if grep -q 'moving the init stage by pid' "$CTD_LOG"; then
+        fail "the shim moved the init stage by pid: $(oneline "$(grep 'moving the init stage' "$CTD_LOG" | tail -n 2)")"
+      fi ;;
+  esac
+  remove cic
 }
 
 t_v2_exit_code() {
