@@ -145,7 +145,7 @@ impl Config {
             runs: 20,
             warmup: 2,
             idle: 20,
-            settle_ms: 1000,
+            settle_ms: 3000,
             containers: 100,
             concurrency: 10,
             rounds: 3,
@@ -231,7 +231,7 @@ usage: rsv2-bench [options]     (as root; see bench/README.md)
   --runs N          start and exec latency runs per runtime (20)
   --warmup N        unmeasured runs per runtime before them (2)
   --idle N          idle containers, each in its own shim, per runtime (20)
-  --settle-ms MS    wait before measuring idle shims (1000)
+  --settle-ms MS    wait before measuring idle shims (3000)
   --containers N    containers per throughput round (100)
   --concurrency N   ctr run processes at a time (10)
   --rounds N        throughput rounds per runtime, alternating (3)
