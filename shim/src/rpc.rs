@@ -270,7 +270,10 @@ fn handle(conn: &Conn, mh: MessageHeader, payload: &[u8], methods: &Methods) {
                         timeout_nano: req.timeout_nano,
                         conn_ctx: conn_ctx.clone(),
                     };
-                    method.handler(ctx, req).err()
+                    let t = Instant::now();
+                    let failed = method.handler(ctx, req).err();
+                    log::debug!("{path} answered in {:.2} ms", t.elapsed().as_secs_f64() * 1e3);
+                    failed
                 }
             }
         }
