@@ -382,7 +382,11 @@ fn oom_event_before_exit() {
     let id = ctd.unique_id("oom");
     let watcher = ctd.watch_events();
     // The trailing echo keeps busybox from exec'ing sleep in init's place.
-    let script = format!("({HOG}); echo survived; sleep 1000; echo done");
+    // The subshell and its pipeline volunteer as OOM victims: when the
+    // memory of the first victim is not yet freed, the kernel picks a
+    // second one, and it was once init (dmesg: "Killed process ... (sh)
+    // total-vm:2268kB", the container's 2 MB shell).
+    let script = format!("(echo 1000 > /proc/self/oom_score_adj; {HOG}); echo survived; sleep 1000; echo done");
     let task = ctd
         .run(&id, &["/bin/sh", "-c", &script])
         .flags(&["--memory-limit", SMALL_LIMIT])
