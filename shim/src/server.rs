@@ -74,6 +74,10 @@ fn init_logging(flags: &Flags) {
     log::set_max_level(level);
 }
 
+/// When `start` spawned the server (nanoseconds since the epoch), for the
+/// debug log of how long the server took to serve.
+pub const STARTED_AT_ENV: &str = "_RSV2_SPAWNED_AT";
+
 /// glibc reads its tunables from this variable at process start.
 pub const TUNABLES_ENV: &str = "GLIBC_TUNABLES";
 /// No cache of the stacks of finished threads: every request runs on a
@@ -104,6 +108,8 @@ fn restore_tunables() {
 pub fn run(flags: &Flags) -> Result<(), ServerError> {
     // Before any thread exists: the environment is not thread-safe.
     restore_tunables();
+    let spawned_at: Option<u128> = std::env::var(STARTED_AT_ENV).ok().and_then(|v| v.parse().ok());
+    std::env::remove_var(STARTED_AT_ENV);
     // One malloc arena for the whole process: glibc otherwise gives each
     // thread that allocates an arena of its own, and an idle shim would
     // carry their dirty pages (issue #7 counts every idle shim's PSS).
@@ -132,6 +138,10 @@ pub fn run(flags: &Flags) -> Result<(), ServerError> {
     // SAFETY: `start` passed the bound listener as this fd for our use.
     let listener = unsafe { OwnedFd::from_raw_fd(LISTEN_FD) };
     log::info!("shim serving {} pid {}", flags.socket, std::process::id());
+    if let Some(at) = spawned_at {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        log::debug!("shim spawn: serving {:.2} ms after `start` spawned the server", now.saturating_sub(at) as f64 / 1e6);
+    }
     rpc::serve(listener, task_methods(service), &quit)?;
     log::info!("shim exiting");
     events.close();

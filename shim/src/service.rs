@@ -172,21 +172,24 @@ impl Service {
         self.reaper.on_exit(
             pid,
             Box::new(move |code| {
+                let reaped = std::time::Instant::now();
                 let _ = std::thread::Builder::new().name("exit".into()).spawn(move || {
                     let (mut c, exit) = cell.record_exit(&exec_id, code);
                     report_oom(&mut c, &events);
                     let which = if exec_id.is_empty() { "init".to_string() } else { format!("exec {exec_id}") };
                     log::info!("container {} {which} pid {pid} exited with {}", c.id, exit.code);
-                    release_memory();
                     events.publish(TaskExit {
-                            container_id: c.id.clone(),
-                            id: if exec_id.is_empty() { c.id.clone() } else { exec_id.clone() },
-                            pid: pid as u32,
-                            exit_status: exit.code,
-                            exited_at: MessageField::some(exit.at.clone()),
-                            ..Default::default()
-                        },
-                    );
+                        container_id: c.id.clone(),
+                        id: if exec_id.is_empty() { c.id.clone() } else { exec_id.clone() },
+                        pid: pid as u32,
+                        exit_status: exit.code,
+                        exited_at: MessageField::some(exit.at.clone()),
+                        ..Default::default()
+                    });
+                    log::debug!("container {} {which}: TaskExit queued {:.2} ms after the reap (output drained)", c.id, reaped.elapsed().as_secs_f64() * 1e3);
+                    // After the lock, off the path of Wait and TaskExit.
+                    drop(c);
+                    release_memory();
                 });
             }),
         );

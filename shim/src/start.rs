@@ -40,6 +40,12 @@ fn group_of(bundle: &Path, id: &str) -> Result<String, StartError> {
     Ok(group.unwrap_or_else(|| id.to_string()))
 }
 
+/// Wall-clock time now, for the server's debug log of how long its spawn
+/// took (two processes cannot share an Instant).
+fn started_at_nanos() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+}
+
 pub fn run(flags: &Flags) -> Result<String, StartError> {
     let bundle = std::env::current_dir().map_err(|e| StartError::Config { path: ".".into(), message: e.to_string() })?;
     let group = group_of(&bundle, &flags.id)?;
@@ -68,6 +74,7 @@ pub fn run(flags: &Flags) -> Result<String, StartError> {
         cmd.arg("-debug");
     }
     cmd.arg("serve").current_dir(&bundle).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    cmd.env(crate::server::STARTED_AT_ENV, started_at_nanos().to_string());
     cmd.env(crate::server::TUNABLES_ENV, crate::server::with_server_tunables(std::env::var(crate::server::TUNABLES_ENV).ok().as_deref()));
     let fd = listener.as_raw_fd();
     // SAFETY: dup2 and setsid are async-signal-safe. The server gets the
