@@ -41,6 +41,8 @@ pub struct IoHandles {
     done: Vec<Receiver<()>>,
     /// The IO loop's copy of containerd's stdin FIFO into the process.
     stdin: Option<u64>,
+    /// The IO loop's copies of the process's output into containerd's FIFOs.
+    outputs: Vec<u64>,
     console: Option<File>,
 }
 
@@ -74,12 +76,14 @@ impl IoHandles {
         }
     }
 
-    /// The process is gone: stop feeding it, and close our reader of the
+    /// The process is deleted: stop feeding it, and close our reader of the
     /// stdin FIFO, whether or not containerd ever opened its writer (it
-    /// never does with `ctr run -d`).
+    /// never does with `ctr run -d`). Output copies still running go too:
+    /// one whose FIFO nobody reads (`ctr run -d` again) would otherwise wait
+    /// for the reader forever, holding its fds in a pod's long-lived shim.
     pub fn release(&self) {
-        if let Some(id) = self.stdin {
-            io_loop().remove(id);
+        for id in self.stdin.iter().chain(&self.outputs) {
+            io_loop().remove(*id);
         }
     }
 
@@ -105,7 +109,7 @@ impl IoHandles {
             let (tx, rx) = channel();
             self.done.push(rx);
             let reader = master.try_clone().map_err(|e| StdioError::Open { path: "pty master".into(), source: e })?;
-            copy(reader, sink, Some(tx))?;
+            self.outputs.push(copy(reader, sink, Some(tx))?);
         }
         self.console = Some(master);
         Ok(())
@@ -275,7 +279,7 @@ fn percent_decode(s: &str) -> String {
 /// /dev/null. With a terminal, the process gets /dev/null here and its pty
 /// later ([`IoHandles::attach_console`]).
 pub fn open(stdin: &str, stdout: &str, stderr: &str, terminal: bool, target: &LogTarget<'_>) -> Result<(Stdio3, IoHandles), StdioError> {
-    let mut io = IoHandles { done: Vec::new(), stdin: None, console: None };
+    let mut io = IoHandles { done: Vec::new(), stdin: None, outputs: Vec::new(), console: None };
     if terminal {
         return Ok((Stdio3 { stdin: devnull(false)?, stdout: devnull(true)?, stderr: devnull(true)? }, io));
     }
@@ -296,7 +300,7 @@ pub fn open(stdin: &str, stdout: &str, stderr: &str, terminal: bool, target: &Lo
         own(&w, target.owner)?;
         let (tx, rx) = channel();
         io.done.push(rx);
-        copy(File::from(r), sink, Some(tx))?;
+        io.outputs.push(copy(File::from(r), sink, Some(tx))?);
         Ok(w)
     };
     if stdout.starts_with("binary://") {

@@ -379,10 +379,11 @@ fn bad_signal_and_unknown_ids() {
 }
 
 /// A pod's shim outlives many containers: each one that comes and goes must
-/// leave no thread behind (a stdin copy waiting for a writer that never
-/// comes, as with `ctr run -d`, was one).
+/// leave no thread and no fd behind (a stdin copy waiting for a writer that
+/// never comes, as with `ctr run -d`, was one; an output copy waiting for a
+/// reader of its full FIFO, also `ctr run -d`, another).
 #[test]
-fn grouped_shim_does_not_keep_threads_of_deleted_containers() {
+fn grouped_shim_keeps_nothing_of_deleted_containers() {
     if !testing_rust_shim() {
         return;
     }
@@ -401,17 +402,31 @@ fn grouped_shim_does_not_keep_threads_of_deleted_containers() {
         .find(|p| p.cmdline.iter().any(|a| a == "serve"))
         .expect("the pod's shim server");
     let threads = || std::fs::read_dir(format!("/proc/{}/task", server.pid)).map(|d| d.count()).unwrap_or(0);
+    let fds = || std::fs::read_dir(format!("/proc/{}/fd", server.pid)).map(|d| d.count()).unwrap_or(0);
     // Let the first container's threads (events connection, ...) settle.
     std::thread::sleep(Duration::from_millis(500));
-    let before = threads();
-    for _ in 0..5 {
+    let (threads_before, fds_before) = (threads(), fds());
+    for _ in 0..3 {
         let id = ctd.unique_id("short");
         ctd.run_config(&id, spec_for(&id, &["/bin/true"])).detach();
         ctd.wait_for_status(&id, STOPPED, REACT);
         ctd.remove(&id);
     }
-    let settled = wait_until(REACT, || threads() <= before);
-    assert!(settled, "the shim grew from {before} to {} threads over 5 deleted containers", threads());
+    // More output than the pipe and the unread FIFO hold: the writer blocks
+    // until it is killed, and its output copy never sees the FIFO drain.
+    for _ in 0..2 {
+        let id = ctd.unique_id("chatty");
+        ctd.run_config(&id, spec_for(&id, &["/bin/sh", "-c", "head -c 400000 /dev/zero; echo never"])).detach();
+        std::thread::sleep(Duration::from_millis(300));
+        ctd.remove(&id);
+    }
+    let settled = wait_until(REACT, || threads() <= threads_before && fds() <= fds_before);
+    assert!(
+        settled,
+        "over 5 deleted containers the shim grew from {threads_before} to {} threads and from {fds_before} to {} fds",
+        threads(),
+        fds()
+    );
     ctd.remove(&keeper);
     ctd.finish();
 }
