@@ -177,7 +177,10 @@ fn accept_all(listener: &OwnedFd, epoll: &Epoll, next: &AtomicU64, readers: &mut
         if fd < 0 {
             let e = nix::errno::Errno::last();
             if e != nix::errno::Errno::EAGAIN && e != nix::errno::Errno::EINTR {
+                // Out of fds, say: the listener stays readable and the
+                // level-triggered loop would spin. Let a moment pass.
                 log::warn!("accept: {e}");
+                std::thread::sleep(Duration::from_millis(10));
             }
             return;
         }
