@@ -294,3 +294,75 @@ fn handle(conn: &Conn, mh: MessageHeader, payload: &[u8], methods: &Methods) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixListener;
+
+    /// Answers with the request's payload.
+    struct Echo;
+
+    impl MethodHandler for Echo {
+        fn handler(&self, ctx: TtrpcContext, req: Request) -> ttrpc::Result<()> {
+            let res = Response { payload: req.payload, ..Default::default() };
+            ctx.respond(ctx.mh.stream_id, res)
+        }
+    }
+
+    /// Answers once released, as Wait does once its process exits.
+    struct Gate(Arc<(Mutex<bool>, Condvar)>);
+
+    impl MethodHandler for Gate {
+        fn handler(&self, ctx: TtrpcContext, _req: Request) -> ttrpc::Result<()> {
+            let (open, cv) = &*self.0;
+            let _open = cv.wait_while(open.lock().unwrap(), |o| !*o).unwrap();
+            ctx.respond(ctx.mh.stream_id, Response::default())
+        }
+    }
+
+    fn request(method: &str, payload: &[u8]) -> Request {
+        Request { service: "test.Service".into(), method: method.into(), payload: payload.to_vec(), ..Default::default() }
+    }
+
+    #[test]
+    fn serves_requests_concurrently_and_names_unknown_methods() {
+        let path = std::env::temp_dir().join(format!("rsv2-rpc-test-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let listener: OwnedFd = UnixListener::bind(&path).expect("bind a test socket").into();
+        let gate = Arc::new((Mutex::new(false), Condvar::new()));
+        let mut methods: Methods = HashMap::new();
+        methods.insert("/test.Service/Echo".into(), Box::new(Echo));
+        methods.insert("/test.Service/Gate".into(), Box::new(Gate(gate.clone())));
+        let quit = Arc::new(Quit::new().unwrap());
+        let q = quit.clone();
+        let server = std::thread::spawn(move || serve(listener, methods, &q));
+
+        let client = ttrpc::Client::connect(&format!("unix://{}", path.display())).expect("connect");
+        // A request that blocks holds up nothing else on the connection.
+        let c = client.clone();
+        let blocked = std::thread::spawn(move || c.request(request("Gate", b"")));
+        std::thread::sleep(Duration::from_millis(50));
+        let res = client.request(request("Echo", b"hello")).expect("echo while another request waits");
+        assert_eq!(res.payload, b"hello");
+        // A large payload crosses several reads of the loop.
+        let big = vec![7u8; 300 * 1024];
+        assert_eq!(client.request(request("Echo", &big)).expect("a 300 KiB echo").payload, big);
+
+        match client.request(request("Nope", b"")) {
+            Err(ttrpc::Error::RpcStatus(s)) => {
+                assert_eq!(s.code(), Code::UNIMPLEMENTED);
+                assert!(s.message().contains("/test.Service/Nope"), "{}", s.message());
+            }
+            other => panic!("an unknown method must be UNIMPLEMENTED, got {other:?}"),
+        }
+
+        *gate.0.lock().unwrap() = true;
+        gate.1.notify_all();
+        blocked.join().unwrap().expect("the blocked request is answered once released");
+
+        quit.signal();
+        server.join().unwrap().expect("serve returns once quit is signalled");
+        let _ = std::fs::remove_file(&path);
+    }
+}
