@@ -76,6 +76,7 @@ pub fn create(
     enter_cgroup: impl FnOnce(i32) -> Result<(), String>,
     mut runtime_hooks: impl FnMut(i32) -> Result<(), String>,
 ) -> Result<Created, LaunchError> {
+    let t = std::time::Instant::now();
     let (chan, child_end) = Channel::pair()?;
     let child_fd = child_end.as_raw_fd();
     // Named for `ps`, whatever path the binary was started by.
@@ -137,6 +138,7 @@ pub fn create(
         }
     };
     drop(child_end);
+    log::debug!("init stage {}: stage 1 spawned after {:.2} ms", spec.id, t.elapsed().as_secs_f64() * 1e3);
 
     chan.send(&ToInit::Config(spec.config))?;
 
@@ -156,13 +158,17 @@ pub fn create(
                 }
                 chan.send(&ToInit::MapsWritten)?;
             }
-            FromInit::Pid(p) => pid = Some(p),
+            FromInit::Pid(p) => {
+                log::debug!("init stage {id}: pid {p} after {:.2} ms", t.elapsed().as_secs_f64() * 1e3, id = spec.id);
+                pid = Some(p)
+            }
             FromInit::RuntimeHooks => {
                 let pid = pid.ok_or_else(|| LaunchError::Protocol("hooks before pid".into()))?;
                 runtime_hooks(pid).map_err(LaunchError::Init)?;
                 chan.send(&ToInit::HooksDone)?;
             }
             FromInit::Ready => {
+                log::debug!("init stage {}: ready after {:.2} ms", spec.id, t.elapsed().as_secs_f64() * 1e3);
                 let pid = pid.ok_or_else(|| LaunchError::Protocol("ready before pid".into()))?;
                 return Ok(Created { chan, pid, console });
             }
