@@ -657,7 +657,7 @@ fn stats_cgroup_removed_after_delete() {
     // An exec enters the cgroup by its own path (stage 1 moves itself
     // through each hierarchy's `tasks` file): it, init and init's child
     // must all be in every hierarchy, and nothing else.
-    ctd.ctr_ok(&["task", "exec", "--detach", "--exec-id", "in-cgroup", &id, "/bin/sleep", "1000"]);
+    ctd.exec(&id, "in-cgroup", &["/bin/sleep", "1000"]).detach();
     let mut pids = ctd.wait_for_cgroup_procs(&id, 3, REACT);
     pids.sort_unstable();
     let mut listed = ctd.task_pids(&id);
