@@ -293,6 +293,11 @@ fn handle(conn: &Conn, mh: MessageHeader, payload: &[u8], methods: &Methods) {
             log::warn!("write a ttrpc response: {e}");
         }
     }
+    // Once answered, off the caller's path: give back what the request
+    // freed (a Create parses a whole spec); glibc keeps freed pages
+    // otherwise, and an idle shim would carry them (issue #7).
+    // SAFETY: malloc_trim only returns free memory to the kernel.
+    unsafe { libc::malloc_trim(0) };
 }
 
 #[cfg(test)]

@@ -71,9 +71,10 @@ fn on_oom_wakeup(cell: &Cell, events: &Arc<Events>) {
     }
 }
 
-/// Gives the memory a Create, Delete or exit used for parsing and buffers
-/// back to the kernel: glibc keeps freed pages otherwise, and an idle shim
-/// would carry them (issue #7 counts every idle shim's PSS).
+/// Gives the memory an exit used back to the kernel: glibc keeps freed
+/// pages otherwise, and an idle shim would carry them (issue #7 counts
+/// every idle shim's PSS). Task calls get the same from rpc.rs, once
+/// answered.
 fn release_memory() {
     // SAFETY: malloc_trim only returns free memory to the kernel.
     unsafe { libc::malloc_trim(0) };
@@ -244,7 +245,6 @@ impl Task for Service {
                 ..Default::default()
             },
         );
-        release_memory();
         Ok(api::CreateTaskResponse { pid: pid as u32, ..Default::default() })
     }
 
@@ -267,7 +267,6 @@ impl Task for Service {
             self.events.publish(TaskExecStarted { container_id: c.id.clone(), exec_id: req.exec_id.clone(), pid: pid as u32, ..Default::default() },
             );
         }
-        release_memory();
         log::debug!("start {} {:?}: pid {pid} running after {:.1} ms", req.id, req.exec_id, t.elapsed().as_secs_f64() * 1e3);
         Ok(api::StartResponse { pid: pid as u32, ..Default::default() })
     }
@@ -348,7 +347,6 @@ impl Task for Service {
                 ..Default::default()
             },
         );
-        release_memory();
         Ok(api::DeleteResponse { pid: c.init.pid as u32, exit_status: exit.code, exited_at: MessageField::some(exit.at), ..Default::default() })
     }
 
