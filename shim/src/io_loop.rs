@@ -161,14 +161,16 @@ impl IoLoop {
         self.next.fetch_add(2, Ordering::Relaxed)
     }
 
-    /// Calls `callback` on the loop thread whenever `fd` is readable, until
-    /// [`IoLoop::remove`]. The caller keeps `fd` open until then (the
-    /// callback may own it). The callback must not block.
-    pub fn watch(&self, fd: BorrowedFd<'_>, callback: impl FnMut() + Send + 'static) -> std::io::Result<u64> {
+    /// Calls `callback` with `source` on the loop thread whenever `source`
+    /// is readable, until [`IoLoop::remove`], which closes it. The callback
+    /// must not block.
+    pub fn watch<T: AsFd + Send + 'static>(&self, source: T, mut callback: impl FnMut(&T) + Send + 'static) -> std::io::Result<u64> {
         let id = self.id();
+        let fd = source.as_fd().as_raw_fd();
         let mut entries = self.entries.lock().unwrap();
-        self.epoll.add(fd, EpollEvent::new(EpollFlags::EPOLLIN, id))?;
-        entries.insert(id, Entry::Watch { fd: fd.as_raw_fd(), callback: Arc::new(Mutex::new(callback)) });
+        self.epoll.add(source.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, id))?;
+        // The entry owns `source`: its fd stays open while it is watched.
+        entries.insert(id, Entry::Watch { fd, callback: Arc::new(Mutex::new(move || callback(&source))) });
         Ok(id)
     }
 
@@ -204,9 +206,11 @@ impl IoLoop {
         let entry = self.entries.lock().unwrap().remove(&id);
         match entry {
             Some(Entry::Copy(c)) => self.finish(c),
-            Some(Entry::Watch { fd, .. }) => {
-                // SAFETY: the owner keeps the fd open until this returns.
+            Some(Entry::Watch { fd, callback }) => {
+                // SAFETY: `callback` owns the watched source, so the fd is
+                // open until it is dropped, after this.
                 let _ = self.epoll.delete(unsafe { BorrowedFd::borrow_raw(fd) });
+                drop(callback);
             }
             None => {}
         }

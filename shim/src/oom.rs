@@ -5,7 +5,6 @@
 //! exit path runs the same check before it publishes TaskExit, so an OOM
 //! kill is always reported before the exit it caused.
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::Arc;
 
 use cgroup::OomSource;
@@ -31,10 +30,7 @@ impl OomWatcher {
     pub fn watch(&self, cell: &Arc<Cell>, source: OomSource) -> std::io::Result<u64> {
         let cell = Arc::downgrade(cell);
         let report = self.report.clone();
-        // SAFETY: the callback below owns `source`, so the fd stays open
-        // for as long as the loop watches it.
-        let fd = unsafe { BorrowedFd::borrow_raw(source.as_fd().as_raw_fd()) };
-        io_loop().watch(fd, move || {
+        io_loop().watch(source, move |source| {
             source.drain();
             let Some(cell) = cell.upgrade() else { return };
             let report = report.clone();

@@ -7,7 +7,6 @@
 //! a millisecond of starting still has its exit seen.
 
 use std::collections::HashMap;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -55,10 +54,7 @@ impl Reaper {
         let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
         let reaper = Arc::new(Reaper::default());
         let r = reaper.clone();
-        // SAFETY: the callback owns `signals`, which the loop watches for
-        // the life of the shim.
-        let fd = unsafe { BorrowedFd::borrow_raw(signals.as_fd().as_raw_fd()) };
-        io_loop().watch(fd, move || {
+        io_loop().watch(signals, move |signals| {
             // Several exits can share one signal: read them all, then reap
             // until nothing is left.
             while let Ok(Some(_)) = signals.read_signal() {}
