@@ -110,21 +110,7 @@ unsafe fn child(stdio: &[RawFd; 3], keep: RawFd, cwd: &CString, exe: &CString, a
         libc::write(err_fd, code.to_ne_bytes().as_ptr().cast(), 4);
         libc::_exit(127)
     };
-    // Sources are first copied above the targets, so that moving one onto
-    // 0, 1 or 2 never clobbers another still to be moved.
-    let mut high = [0; 3];
-    for (h, fd) in high.iter_mut().zip(stdio) {
-        *h = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 10);
-        if *h < 0 {
-            fail(err);
-        }
-    }
-    for (target, fd) in (0..).zip(high) {
-        if libc::dup2(fd, target) < 0 {
-            fail(err);
-        }
-    }
-    if libc::fcntl(keep, libc::F_SETFD, 0) < 0 || libc::chdir(cwd.as_ptr()) < 0 {
+    if place_fds(*stdio, 0).is_err() || libc::fcntl(keep, libc::F_SETFD, 0) < 0 || libc::chdir(cwd.as_ptr()) < 0 {
         fail(err);
     }
     // What std's Command also restores: default SIGPIPE (the shim ignores
@@ -135,6 +121,31 @@ unsafe fn child(stdio: &[RawFd; 3], keep: RawFd, cwd: &CString, exe: &CString, a
     libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
     libc::execve(exe.as_ptr(), argv.as_ptr(), envp.as_ptr());
     fail(err)
+}
+
+/// Moves `fds` onto `first`, `first + 1`, … in a child about to execve,
+/// where they stay open across it. Every source is first copied above all
+/// the targets, so that no dup2 clobbers a source still to be moved.
+///
+/// # Safety
+/// Only between fork (or clone3, or Command's pre_exec) and execve: it
+/// makes only fcntl and dup2 calls, which are async-signal-safe.
+pub unsafe fn place_fds<const N: usize>(fds: [RawFd; N], first: RawFd) -> std::io::Result<()> {
+    let above = first + N as RawFd;
+    let mut high = [0; N];
+    for (h, fd) in high.iter_mut().zip(fds) {
+        *h = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, above);
+        if *h < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    for (target, fd) in (first..).zip(high) {
+        // dup2 leaves the copy without close-on-exec.
+        if libc::dup2(fd, target) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// Whether a failure of [`into_cgroup`] means "this kernel cannot", rather

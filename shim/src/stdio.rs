@@ -223,26 +223,11 @@ fn start_logger(uri: &str, target: &LogTarget<'_>) -> Result<(OwnedFd, OwnedFd),
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
-    // SAFETY: fcntl and dup2 are async-signal-safe. Every source is first
-    // copied above the targets, so no dup2 onto 3, 4 or 5 clobbers a source
-    // that is still to be moved; each dup2 copy drops close-on-exec.
+    // SAFETY: place_fds is async-signal-safe; the logger gets the two
+    // streams and the ready pipe as fds 3, 4 and 5.
     unsafe {
         use std::os::unix::process::CommandExt;
-        cmd.pre_exec(move || {
-            let mut high = [0; 3];
-            for (h, fd) in high.iter_mut().zip(fds) {
-                *h = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10);
-                if *h == -1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            for (target, fd) in (3..).zip(high) {
-                if libc::dup2(fd, target) == -1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
+        cmd.pre_exec(move || runtime::spawn::place_fds(fds, 3));
     }
     // The logger's exit is reaped and dropped by the shim's reaper: the
     // handle is never waited on, as in containerd's own shims.
