@@ -64,37 +64,63 @@ impl Copy {
             if let Some(p) = self.flush() {
                 return p;
             }
-            match self.src.read(buf) {
+            let n = match self.src.read(buf) {
                 Ok(0) => return Progress::Finished,
-                Ok(n) => self.pending.extend_from_slice(&buf[..n]),
+                Ok(n) => n,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return Progress::Idle,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 // A pty master reads EIO once every slave fd is closed.
                 Err(_) => return Progress::Finished,
+            };
+            // Straight from the read buffer; only what the sink refuses is
+            // kept.
+            match self.write(&buf[..n]) {
+                Err(p) => return p,
+                Ok(w) if w < n => {
+                    self.pending.extend_from_slice(&buf[w..n]);
+                    return Progress::DstFull;
+                }
+                Ok(_) => {}
             }
         }
-        self.flush().unwrap_or(Progress::Idle)
+        Progress::Idle
     }
 
-    /// Writes what is pending. None when all of it went.
+    /// Writes what a full sink refused before. None when all of it went.
     fn flush(&mut self) -> Option<Progress> {
-        while !self.pending.is_empty() {
-            let Some(dst) = self.dst.as_mut() else { return Some(Progress::Finished) };
-            match dst.write(&self.pending) {
-                Ok(0) => return Some(Progress::Finished),
-                Ok(n) => {
-                    self.pending.drain(..n);
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return Some(Progress::DstFull),
+        if self.pending.is_empty() {
+            return None;
+        }
+        let mut pending = std::mem::take(&mut self.pending);
+        match self.write(&pending) {
+            Err(p) => Some(p),
+            Ok(w) if w < pending.len() => {
+                pending.drain(..w);
+                self.pending = pending;
+                Some(Progress::DstFull)
+            }
+            Ok(_) => None,
+        }
+    }
+
+    /// Writes as much of `data` as the sink takes now. Err once the copy is
+    /// over: the sink is closed (CloseIO) or broken.
+    fn write(&mut self, data: &[u8]) -> Result<usize, Progress> {
+        let Some(dst) = self.dst.as_mut() else { return Err(Progress::Finished) };
+        let mut done = 0;
+        while done < data.len() {
+            match dst.write(&data[done..]) {
+                Ok(0) => return Err(Progress::Finished),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => {
                     log::debug!("copy: {e}");
-                    return Some(Progress::Finished);
+                    return Err(Progress::Finished);
                 }
             }
         }
-        self.pending = Vec::new();
-        None
+        Ok(done)
     }
 }
 
