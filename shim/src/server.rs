@@ -4,6 +4,9 @@
 //! to the bundle's `log` FIFO. It serves the Task API under both
 //! `containerd.task.v2.Task` (containerd 1.6 and 1.7) and
 //! `containerd.task.v3.Task` (2.x): the messages are identical on the wire.
+//! The main thread runs the ttrpc loop (rpc.rs); the one other thread an
+//! idle server keeps is the IO loop (io_loop.rs), which also reads SIGCHLD
+//! for the reaper.
 
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
