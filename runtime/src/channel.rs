@@ -72,6 +72,9 @@ pub struct ExecConfig {
     /// The container's init, whose namespaces the exec joins.
     pub init_pid: i32,
     pub process: oci_spec::runtime::Process,
+    /// The container's seccomp profile, as created: an exec runs under it
+    /// too. Sent rather than re-read from the bundle on every exec.
+    pub seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
 }
 
 pub struct Channel {
@@ -118,9 +121,26 @@ impl Channel {
         self.recv_fd().map(|(m, _)| m)
     }
 
+    /// The size of the next message, without taking it: a seqpacket
+    /// socket reports the whole datagram's length under MSG_TRUNC.
+    fn next_len(&self) -> Result<usize, ChannelError> {
+        loop {
+            // SAFETY: a zero-length peek into no buffer.
+            let n = unsafe { libc::recv(self.fd.as_raw_fd(), std::ptr::null_mut(), 0, libc::MSG_PEEK | libc::MSG_TRUNC) };
+            match Errno::result(n) {
+                Err(Errno::EINTR) => continue,
+                Err(Errno::ECONNRESET) => return Err(ChannelError::Closed),
+                Err(e) => return Err(ChannelError::Io(e)),
+                Ok(n) => return Ok(n as usize),
+            }
+        }
+    }
+
     /// Receives a message and the fd that came with it, if any.
     pub fn recv_fd<T: for<'de> Deserialize<'de>>(&self) -> Result<(T, Option<OwnedFd>), ChannelError> {
-        let mut buf = vec![0u8; 64 * 1024];
+        // Sized to the message, so that a large one (an exec's seccomp
+        // profile) is never cut short.
+        let mut buf = vec![0u8; self.next_len()?.max(1)];
         let mut space = nix::cmsg_space!([RawFd; 1]);
         let (n, fd) = loop {
             let mut iov = [IoSliceMut::new(&mut buf)];
@@ -145,5 +165,28 @@ impl Channel {
         }
         let msg = serde_json::from_slice(&buf[..n]).map_err(|e| ChannelError::Decode(e.to_string()))?;
         Ok((msg, fd))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_larger_than_any_fixed_buffer_arrives_whole() {
+        let (a, b) = Channel::pair().unwrap();
+        let b = Channel::from_fd(b);
+        // An exec's seccomp profile can be large; a 64 KiB receive buffer
+        // used to cut such a message short.
+        let big = "x".repeat(150 * 1024);
+        a.send(&FromInit::Error(big.clone())).unwrap();
+        a.send(&FromInit::Ready).unwrap();
+        match b.recv::<FromInit>().unwrap() {
+            FromInit::Error(s) => assert_eq!(s.len(), big.len()),
+            other => panic!("got {other:?}"),
+        }
+        assert!(matches!(b.recv::<FromInit>().unwrap(), FromInit::Ready));
+        drop(a);
+        assert!(matches!(b.recv::<FromInit>(), Err(ChannelError::Closed)));
     }
 }

@@ -114,11 +114,10 @@ fn stage1(chan: &Channel) -> Result<(), InitError> {
     join_cgroup(&config.cgroup_tasks)?;
     let (plan, job) = match &config.exec {
         Some(exec) => {
-            // An exec runs under the container's seccomp profile, which
-            // lives in the bundle's spec.
-            let bundle = Bundle::load(&config.bundle)?;
+            // An exec runs under the container's seccomp profile, which the
+            // shim sends along.
             let plan = namespaces::plan_join(exec.init_pid).map_err(sys_err(format!("read namespaces of pid {}", exec.init_pid)))?;
-            (plan, Job::Exec(exec.process.clone(), bundle.spec.linux().as_ref().and_then(|l| l.seccomp().clone())))
+            (plan, Job::Exec(exec.process.clone(), exec.seccomp.clone()))
         }
         None => {
             let bundle = Bundle::load(&config.bundle)?;

@@ -408,6 +408,7 @@ impl Container {
             return Err(self.state_err(&self.init, "exec", "running"));
         }
         let init_pid = self.init.pid;
+        let seccomp = self.spec.linux().as_ref().and_then(|l| l.seccomp().clone());
         let bundle = self.bundle.clone();
         let id = self.id.clone();
         let cgroup = &mut self.cgroup;
@@ -424,7 +425,7 @@ impl Container {
             bundle,
             cgroups: CgroupMounts::default(),
             cgroup_tasks: entry.self_tasks(),
-            exec: Some(ExecConfig { init_pid, process }),
+            exec: Some(ExecConfig { init_pid, process, seccomp }),
             new_keyring: false,
         };
         let exe = exe.to_path_buf();
