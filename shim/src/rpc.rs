@@ -289,8 +289,12 @@ fn handle(conn: &Conn, mh: MessageHeader, payload: &[u8], methods: &Methods) {
     }
     drop(tx);
     for (out, buf) in rx.try_iter() {
-        if let Err(e) = conn.write_frame(out.stream_id, &buf) {
-            log::warn!("write a ttrpc response: {e}");
+        match conn.write_frame(out.stream_id, &buf) {
+            Ok(()) => {}
+            // The client went away meanwhile (a Wait outlives a restarting
+            // containerd): nobody is left to answer.
+            Err(e) if matches!(e.kind(), ErrorKind::BrokenPipe | ErrorKind::ConnectionReset) => log::debug!("write a ttrpc response: {e}"),
+            Err(e) => log::warn!("write a ttrpc response: {e}"),
         }
     }
     // Once answered, off the caller's path: give back what the request
