@@ -54,19 +54,7 @@ fn tagged_runtimes() -> [(&'static str, String); 2] {
 
 /// `ctr task exec --exec-id EXEC_ID [FLAGS] ID ARGV...`, whatever its status.
 fn exec(ctd: &PrivateContainerd, id: &str, exec_id: &str, flags: &[&str], argv: &[&str]) -> Output {
-    let fifo_dir = ctd.dir().join("fifo").display().to_string();
-    let mut args = vec![
-        "task",
-        "exec",
-        "--fifo-dir",
-        &fifo_dir,
-        "--exec-id",
-        exec_id,
-    ];
-    args.extend_from_slice(flags);
-    args.push(id);
-    args.extend_from_slice(argv);
-    ctd.ctr(&args)
+    ctd.exec(id, exec_id, argv).flags(flags).output()
 }
 
 /// Renders a ctr output and the end of containerd's log for a message.

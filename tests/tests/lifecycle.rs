@@ -335,18 +335,8 @@ fn bad_signal_and_unknown_ids() {
     ctd.assert_no_leftovers(&taskless);
     still_running("commands on other ids");
 
-    let fifo_dir = ctd.dir().join("fifo").display().to_string();
     // An exec of a missing binary fails, names it, and changes nothing.
-    let out = ctd.ctr(&[
-        "task",
-        "exec",
-        "--fifo-dir",
-        &fifo_dir,
-        "--exec-id",
-        "x",
-        &id,
-        "/no/such/exec-binary",
-    ]);
+    let out = ctd.exec(&id, "x", &["/no/such/exec-binary"]).output();
     assert_fails_naming(&ctd, &out, "ctr task exec", &["/no/such/exec-binary"]);
     assert_eq!(
         ctd.task_pids(&id),
@@ -356,16 +346,7 @@ fn bad_signal_and_unknown_ids() {
     still_running("a failed ctr task exec");
     // A good exec with the same id afterwards works: the failed one left
     // no registration behind.
-    let out = ctd.ctr(&[
-        "task",
-        "exec",
-        "--fifo-dir",
-        &fifo_dir,
-        "--exec-id",
-        "x",
-        &id,
-        "/bin/true",
-    ]);
+    let out = ctd.exec(&id, "x", &["/bin/true"]).output();
     assert!(
         out.status.success(),
         "ctr task exec /bin/true\n--- stderr ---\n{}",
