@@ -232,15 +232,9 @@ impl Container {
             log::info!("no systemd cgroup driver: using cgroupfs path {cg_path} for {:?}", linux.cgroups_path());
         }
         let mut cg = FsCgroup::new(&cg_path)?;
-        let entry = match cg.prepare() {
-            Ok(entry) => entry,
-            Err(e) => {
-                let _ = cg.destroy();
-                return Err(e.into());
-            }
-        };
-        let dir = match cgroup_dir(&entry) {
-            Ok(dir) => dir,
+        let prepared = cg.prepare().map_err(ContainerError::from).and_then(|entry| Ok((cgroup_dir(&entry)?, entry)));
+        let (dir, entry) = match prepared {
+            Ok(p) => p,
             Err(e) => {
                 let _ = cg.destroy();
                 return Err(e);
