@@ -2,8 +2,9 @@
 //!
 //! One epoll loop, on the shim's main thread, accepts containerd's
 //! connections and reads their request frames; each request then runs on a
-//! thread of its own, which writes the response and ends. An idle shim so
-//! keeps no thread for ttrpc but this loop, blocked in epoll_wait.
+//! worker (workers.rs), which writes the response. Workers end after a
+//! moment without requests, so an idle shim keeps no thread for ttrpc but
+//! this loop, blocked in epoll_wait.
 //!
 //! Why not ttrpc's sync `Server`: per connection it keeps a control thread,
 //! a reader and a pool of handlers, and its listener polls every 10 ms:
@@ -12,8 +13,8 @@
 //! handlers themselves are still the generated ones of containerd-shim-protos,
 //! registered under the v2 and v3 service names.
 //!
-//! A thread per request also lets Wait block for as long as the process
-//! runs without holding up anything else on the connection.
+//! A request never waits for a busy worker, so Wait can block for as long
+//! as the process runs without holding up anything else on the connection.
 
 use std::collections::HashMap;
 use std::io::ErrorKind;
@@ -26,6 +27,8 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTime
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use ttrpc::proto::{Codec, MESSAGE_HEADER_LENGTH, MESSAGE_LENGTH_MAX, MESSAGE_TYPE_REQUEST, MESSAGE_TYPE_RESPONSE};
 use ttrpc::{get_status, Code, ConnectionContext, MessageHeader, MethodHandler, Request, Response, TtrpcContext};
+
+use crate::workers::Workers;
 
 pub type Methods = HashMap<String, Box<dyn MethodHandler + Send + Sync>>;
 
@@ -134,7 +137,7 @@ struct Reader {
 }
 
 /// Serves `methods` on `listener` until `quit` is signalled.
-pub fn serve(listener: OwnedFd, methods: Methods, quit: &Quit) -> Result<(), RpcError> {
+pub fn serve(listener: OwnedFd, methods: Methods, workers: &Workers, quit: &Quit) -> Result<(), RpcError> {
     let methods = Arc::new(methods);
     let in_flight = Arc::new(InFlight::default());
     nix::fcntl::fcntl(&listener, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK)).map_err(sys("set the listener non-blocking"))?;
@@ -155,7 +158,7 @@ pub fn serve(listener: OwnedFd, methods: Methods, quit: &Quit) -> Result<(), Rpc
                 LISTENER => accept_all(&listener, &epoll, &next, &mut readers),
                 QUIT => break 'serve,
                 token => {
-                    let open = readers.get_mut(&token).is_some_and(|r| read_requests(r, &methods, &in_flight));
+                    let open = readers.get_mut(&token).is_some_and(|r| read_requests(r, &methods, workers, &in_flight));
                     if !open {
                         if let Some(r) = readers.remove(&token) {
                             let _ = epoll.delete(&r.conn.fd);
@@ -197,7 +200,7 @@ fn accept_all(listener: &OwnedFd, epoll: &Epoll, next: &AtomicU64, readers: &mut
 
 /// Reads what the connection has and starts every complete request.
 /// Returns false once the connection is finished with.
-fn read_requests(r: &mut Reader, methods: &Arc<Methods>, in_flight: &Arc<InFlight>) -> bool {
+fn read_requests(r: &mut Reader, methods: &Arc<Methods>, workers: &Workers, in_flight: &Arc<InFlight>) -> bool {
     let mut open = true;
     let mut chunk = [0u8; 4096];
     loop {
@@ -228,21 +231,21 @@ fn read_requests(r: &mut Reader, methods: &Arc<Methods>, in_flight: &Arc<InFligh
         let payload = r.buf[MESSAGE_HEADER_LENGTH..MESSAGE_HEADER_LENGTH + len].to_vec();
         r.buf.drain(..MESSAGE_HEADER_LENGTH + len);
         if mh.type_ == MESSAGE_TYPE_REQUEST {
-            start_request(r.conn.clone(), mh, payload, methods.clone(), in_flight.clone());
+            start_request(workers, r.conn.clone(), mh, payload, methods.clone(), in_flight.clone());
         }
     }
     r.buf.shrink_to_fit();
     open
 }
 
-fn start_request(conn: Arc<Conn>, mh: MessageHeader, payload: Vec<u8>, methods: Arc<Methods>, in_flight: Arc<InFlight>) {
+fn start_request(workers: &Workers, conn: Arc<Conn>, mh: MessageHeader, payload: Vec<u8>, methods: Arc<Methods>, in_flight: Arc<InFlight>) {
     in_flight.enter();
     let done = in_flight.clone();
-    let spawned = std::thread::Builder::new().name("rpc".into()).spawn(move || {
+    let ran = workers.run("rpc", move || {
         handle(&conn, mh, &payload, &methods);
         done.leave();
     });
-    if let Err(e) = spawned {
+    if let Err(e) = ran {
         log::error!("start a thread for a ttrpc request: {e}");
         in_flight.leave();
     }
@@ -297,11 +300,6 @@ fn handle(conn: &Conn, mh: MessageHeader, payload: &[u8], methods: &Methods) {
             Err(e) => log::warn!("write a ttrpc response: {e}"),
         }
     }
-    // Once answered, off the caller's path: give back what the request
-    // freed (a Create parses a whole spec); glibc keeps freed pages
-    // otherwise, and an idle shim would carry them (issue #7).
-    // SAFETY: malloc_trim only returns free memory to the kernel.
-    unsafe { libc::malloc_trim(0) };
 }
 
 #[cfg(test)]
@@ -345,7 +343,7 @@ mod tests {
         methods.insert("/test.Service/Gate".into(), Box::new(Gate(gate.clone())));
         let quit = Arc::new(Quit::new().unwrap());
         let q = quit.clone();
-        let server = std::thread::spawn(move || serve(listener, methods, &q));
+        let server = std::thread::spawn(move || serve(listener, methods, &Workers::new(|| {}), &q));
 
         let client = ttrpc::Client::connect(&format!("unix://{}", path.display())).expect("connect");
         // A request that blocks holds up nothing else on the connection.

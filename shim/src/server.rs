@@ -19,6 +19,7 @@ use crate::events::Events;
 use crate::reaper::Reaper;
 use crate::rpc::{self, Methods, Quit, RpcError};
 use crate::service::Service;
+use crate::workers::Workers;
 
 /// The listening socket `start` bound and handed over.
 pub const LISTEN_FD: i32 = 3;
@@ -131,7 +132,8 @@ pub fn run(flags: &Flags) -> Result<(), ServerError> {
     let ttrpc_address = std::env::var("TTRPC_ADDRESS").map_err(|_| ServerError::NoAddress)?;
     let events = Events::start(ttrpc_address, flags.namespace.clone());
     let quit = Arc::new(Quit::new().map_err(ServerError::Quit)?);
-    let service = Arc::new(Service::new(&flags.namespace, events.clone(), reaper, quit.clone()));
+    let workers = Workers::new(crate::workers::release_memory);
+    let service = Arc::new(Service::new(&flags.namespace, events.clone(), reaper, quit.clone(), workers.clone()));
 
     // Nothing we inherited, nor the listener, may reach a child: every fd
     // from 3 up becomes close-on-exec (fds inherited from containerd's
@@ -145,7 +147,7 @@ pub fn run(flags: &Flags) -> Result<(), ServerError> {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
         log::debug!("shim spawn: serving {:.2} ms after `start` spawned the server", now.saturating_sub(at) as f64 / 1e6);
     }
-    rpc::serve(listener, task_methods(service), &quit)?;
+    rpc::serve(listener, task_methods(service), &workers, &quit)?;
     log::info!("shim exiting");
     events.close();
     let path = flags.socket.strip_prefix("unix://").unwrap_or(&flags.socket);
@@ -171,6 +173,7 @@ mod tests {
             Events::start("/nonexistent".into(), "test".into()),
             Arc::new(Reaper::default()),
             Arc::new(Quit::new().unwrap()),
+            Workers::new(|| {}),
         ));
         let methods = task_methods(service);
         for name in ["Create", "Start", "State", "Wait", "Kill", "Delete", "Pids", "Exec", "ResizePty", "CloseIO", "Pause", "Resume", "Update", "Stats", "Connect", "Shutdown", "Checkpoint"] {

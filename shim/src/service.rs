@@ -24,6 +24,7 @@ use crate::events::Events;
 use crate::oom::OomWatcher;
 use crate::reaper::Reaper;
 use crate::rpc::Quit;
+use crate::workers::Workers;
 
 /// The full protobuf name of ProcessDetails, as containerd resolves it.
 pub(crate) const PROCESS_DETAILS_TYPE: &str = "containerd.runc.v1.ProcessDetails";
@@ -34,6 +35,8 @@ pub struct Service {
     oom: Option<Arc<OomWatcher>>,
     reaper: Arc<Reaper>,
     exit: Arc<Quit>,
+    /// Runs each exit's report (and, in rpc.rs, each Task call).
+    workers: Workers,
     /// Our binary as the init stage executes it (see runtime::exe), and the
     /// fd that path goes through.
     exe: PathBuf,
@@ -71,15 +74,6 @@ fn on_oom_wakeup(cell: &Cell, events: &Arc<Events>) {
     }
 }
 
-/// Gives the memory an exit used back to the kernel: glibc keeps freed
-/// pages otherwise, and an idle shim would carry them (issue #7 counts
-/// every idle shim's PSS). Task calls get the same from rpc.rs, once
-/// answered.
-fn release_memory() {
-    // SAFETY: malloc_trim only returns free memory to the kernel.
-    unsafe { libc::malloc_trim(0) };
-}
-
 fn unimplemented(what: &str) -> ttrpc::Error {
     status(Code::UNIMPLEMENTED, format!("{what} is not implemented yet by containerd-shim-rust-v2"))
 }
@@ -100,7 +94,7 @@ impl From<ContainerError> for ttrpc::Error {
 }
 
 impl Service {
-    pub fn new(namespace: &str, events: Arc<Events>, reaper: Arc<Reaper>, exit: Arc<Quit>) -> Service {
+    pub fn new(namespace: &str, events: Arc<Events>, reaper: Arc<Reaper>, exit: Arc<Quit>, workers: Workers) -> Service {
         // Resolved once per shim, through /proc/self/exe: this keeps working
         // after an upgrade replaced the binary on disk.
         let (exe_fd, exe) = match runtime::exe::protected() {
@@ -120,6 +114,7 @@ impl Service {
             oom,
             reaper,
             exit,
+            workers,
             exe,
             _exe_fd: exe_fd,
             namespace: namespace.to_string(),
@@ -164,17 +159,17 @@ impl Service {
     }
 
     /// Called on the reaper thread when a process of the container exits.
-    /// Draining output can take a moment, so it runs on its own short-lived
-    /// thread.
+    /// Draining output can take a moment, so it runs on a worker.
     fn watch(&self, cell: &Arc<Cell>, exec_id: &str, pid: i32) {
         let cell = cell.clone();
         let events = self.events.clone();
         let exec_id = exec_id.to_string();
+        let workers = self.workers.clone();
         self.reaper.on_exit(
             pid,
             Box::new(move |code| {
                 let reaped = std::time::Instant::now();
-                let _ = std::thread::Builder::new().name("exit".into()).spawn(move || {
+                let ran = workers.run("exit", move || {
                     let (mut c, exit) = cell.record_exit(&exec_id, code);
                     report_oom(&mut c, &events);
                     let which = if exec_id.is_empty() { "init".to_string() } else { format!("exec {exec_id}") };
@@ -188,10 +183,10 @@ impl Service {
                         ..Default::default()
                     });
                     log::debug!("container {} {which}: TaskExit queued {:.2} ms after the reap (output drained)", c.id, reaped.elapsed().as_secs_f64() * 1e3);
-                    // After the lock, off the path of Wait and TaskExit.
-                    drop(c);
-                    release_memory();
                 });
+                if let Err(e) = ran {
+                    log::error!("report the exit of pid {pid}: no thread for it: {e}");
+                }
             }),
         );
     }
