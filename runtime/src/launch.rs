@@ -2,9 +2,7 @@
 
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 
 use oci_spec::runtime::LinuxIdMapping;
 
@@ -81,62 +79,35 @@ pub fn create(
     let child_fd = child_end.as_raw_fd();
     // Named for `ps`, whatever path the binary was started by.
     let argv = [OsStr::new("containerd-shim-rust-v2"), OsStr::new(INIT_ROLE), OsStr::new(&spec.id)];
+    let how = Spawn {
+        exe: &spec.exe,
+        argv: &argv,
+        env: (SYNC_FD_ENV, spawn::KEEP_FD.to_string()),
+        cwd: &spec.config.bundle,
+        stdio: [&spec.stdio.stdin, &spec.stdio.stdout, &spec.stdio.stderr],
+        keep: child_fd,
+    };
     let cloned = match &spec.cgroup_dir {
-        Some(dir) => {
-            let how = Spawn {
-                exe: &spec.exe,
-                argv: &argv,
-                env: (SYNC_FD_ENV, child_fd.to_string()),
-                cwd: &spec.config.bundle,
-                stdio: [&spec.stdio.stdin, &spec.stdio.stdout, &spec.stdio.stderr],
-                keep: child_fd,
-            };
-            match spawn::into_cgroup(&how, dir.as_fd()) {
-                Ok(pid) => Some(pid),
-                Err(e) if spawn::unsupported(&e) => {
-                    log::info!("clone3 into the cgroup: {e}; moving the init stage by pid");
-                    None
-                }
-                Err(source) => return Err(LaunchError::Spawn { exe: spec.exe.clone(), source }),
+        Some(dir) => match spawn::into_cgroup(&how, dir.as_fd()) {
+            Ok(pid) => Some(pid),
+            Err(e) if spawn::unsupported(&e) => {
+                log::info!("clone3 into the cgroup: {e}; moving the init stage by pid");
+                None
             }
-        }
+            Err(source) => return Err(LaunchError::Spawn { exe: spec.exe.clone(), source }),
+        },
         None => None,
     };
     let stage1 = match cloned {
-        Some(pid) => {
-            drop(spec.stdio);
-            pid
-        }
+        Some(pid) => pid,
         None => {
-            let mut cmd = Command::new(&spec.exe);
-            cmd.arg0(argv[0])
-                .args(&argv[1..])
-                .env(SYNC_FD_ENV, child_fd.to_string())
-                .current_dir(&spec.config.bundle)
-                .stdin(Stdio::from(spec.stdio.stdin))
-                .stdout(Stdio::from(spec.stdio.stdout))
-                .stderr(Stdio::from(spec.stdio.stderr));
-            // SAFETY: fcntl is async-signal-safe; it only clears
-            // close-on-exec on the one fd the init stage must inherit.
-            // Everything else we hold stays close-on-exec, so no other fd
-            // of the shim leaks into the container.
-            unsafe {
-                cmd.pre_exec(move || {
-                    if libc::fcntl(child_fd, libc::F_SETFD, 0) == -1 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-            crate::unblock_signals_in_child(&mut cmd);
-            let child = cmd.spawn().map_err(|source| LaunchError::Spawn { exe: spec.exe.clone(), source })?;
-            // The reaper owns waitpid(-1): this handle is never waited on.
-            let pid = child.id() as i32;
-            drop(child);
+            // The reaper owns waitpid(-1): nothing here waits for it.
+            let pid = spawn::start(&how).map_err(|source| LaunchError::Spawn { exe: spec.exe.clone(), source })?;
             enter_cgroup(pid).map_err(|message| LaunchError::Cgroup { pid, message })?;
             pid
         }
     };
+    drop(spec.stdio);
     drop(child_end);
     log::debug!("init stage {}: stage 1 spawned after {:.2} ms", spec.id, t.elapsed().as_secs_f64() * 1e3);
 
