@@ -228,7 +228,10 @@ fn write_outputs(out: &Path, results: &Results, markdown: &str) -> Result<(), St
 }
 
 /// Issue #7's start latency: `ctr run --rm ... /bin/true`, rust and runc
-/// alternating run by run (ABAB...).
+/// alternating run by run, which goes first alternating too (rust, runc,
+/// runc, rust, …): each runtime follows itself as often as the other, so
+/// neither always runs in the other's wake (its exited shim's teardown,
+/// containerd's garbage collection).
 fn start_latency(ctr: &Ctr, cfg: &Config, ids: &mut Ids) -> Result<PerRuntime<Latency>, String> {
     eprintln!(
         "== start latency: {} runs per runtime after {} warm-up",
@@ -237,7 +240,7 @@ fn start_latency(ctr: &Ctr, cfg: &Config, ids: &mut Ids) -> Result<PerRuntime<La
     let mut lat = PerRuntime::<Latency>::default();
     for i in 0..cfg.warmup + cfg.runs {
         let mut line = Vec::new();
-        for rt in Runtime::BOTH {
+        for rt in Runtime::order(i) {
             let id = ids.next()?;
             let t = timed(
                 ctr.run_command("--rm", rt, &id, &["/bin/true"]),
@@ -259,7 +262,7 @@ fn start_latency(ctr: &Ctr, cfg: &Config, ids: &mut Ids) -> Result<PerRuntime<La
 }
 
 /// Issue #7's exec latency: `ctr task exec` of /bin/true into one running
-/// container per runtime, alternating run by run.
+/// container per runtime, alternating as [`start_latency`] does.
 fn exec_latency(ctr: &Ctr, cfg: &Config, ids: &mut Ids) -> Result<PerRuntime<Latency>, String> {
     eprintln!(
         "== exec latency: {} runs per runtime after {} warm-up",
@@ -276,7 +279,7 @@ fn exec_latency(ctr: &Ctr, cfg: &Config, ids: &mut Ids) -> Result<PerRuntime<Lat
         let mut lat = PerRuntime::<Latency>::default();
         for i in 0..cfg.warmup + cfg.runs {
             let mut line = Vec::new();
-            for rt in Runtime::BOTH {
+            for rt in Runtime::order(i) {
                 let id = targets.get(rt);
                 let exec_id = format!("e{i}");
                 let t = timed(ctr.exec_command(id, &exec_id, &["/bin/true"]), CTR_TIMEOUT)?;

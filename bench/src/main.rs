@@ -142,7 +142,7 @@ impl Config {
     fn parse(args: &[String]) -> Result<Config, String> {
         let ws = Self::workspace();
         let mut cfg = Config {
-            runs: 40,
+            runs: 100,
             warmup: 2,
             idle: 20,
             settle_ms: 3000,
@@ -228,7 +228,7 @@ impl Config {
 const USAGE: &str = "\
 usage: rsv2-bench [options]     (as root; see bench/README.md)
 
-  --runs N          start and exec latency runs per runtime (40)
+  --runs N          start and exec latency runs per runtime (100)
   --warmup N        unmeasured runs per runtime before them (2)
   --idle N          idle containers, each in its own shim, per runtime (20)
   --settle-ms MS    wait before measuring idle shims (3000)
@@ -466,7 +466,7 @@ mod tests {
         assert_eq!(c.out, PathBuf::from("/tmp/r"));
         assert_eq!(c.ids_needed(), 2 * (2 + 5) + 2 * 3);
         let d = Config::parse(&[]).unwrap();
-        assert_eq!(d.ids_needed(), 2 * (2 + 40) + 2 + 2 * 20 + 2 * 3 * 100);
+        assert_eq!(d.ids_needed(), 2 * (2 + 100) + 2 + 2 * 20 + 2 * 3 * 100);
         assert!(Config::parse(&args("--runs")).is_err());
         assert!(Config::parse(&args("--runs 0")).is_err());
         assert!(Config::parse(&args("--only bogus")).is_err());

@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use crate::bench::{Idle, Latency, PerRuntime, Results, Throughput};
-use crate::stats::{ratio, Summary};
+use crate::stats::{ratio, ratio_interval, Summary};
 use crate::Runtime;
 
 /// Target of issue #7 for rust/runc ratios.
@@ -22,6 +22,9 @@ pub fn cell(s: Option<Summary>, digits: usize) -> String {
 fn ratio_cell(r: Option<f64>) -> String {
     r.map_or("–".to_string(), |r| format!("{r:.2}"))
 }
+
+/// Bootstrap resamples behind a latency ratio's 95% interval.
+const BOOTSTRAP_ROUNDS: usize = 2000;
 
 fn verdict(ok: Option<bool>) -> &'static str {
     match ok {
@@ -51,11 +54,16 @@ fn latency_row(name: &str, p: &PerRuntime<Latency>) -> Row {
             p.runc.failures.len()
         );
     }
+    let interval = ratio_interval(&p.rust.samples_ms, &p.runc.samples_ms, BOOTSTRAP_ROUNDS);
+    let ratio_text = match (r, interval) {
+        (Some(r), Some((lo, hi))) => format!("{r:.2} ({lo:.2}–{hi:.2})"),
+        _ => ratio_cell(r),
+    };
     Row([
         metric,
         cell(p.rust.summary, 1),
         cell(p.runc.summary, 1),
-        ratio_cell(r),
+        ratio_text,
         format!("≤ {RATIO_TARGET}× runc"),
         verdict(r.map(|r| r <= RATIO_TARGET && p.rust.failures.is_empty())).into(),
     ])
@@ -214,7 +222,8 @@ pub fn markdown(r: &Results) -> String {
     if r.start.is_some() || r.exec.is_some() {
         how.push(format!(
             "Latency: {} measured runs per runtime after {} warm-up runs, alternating rust, runc, \
-             rust, runc, …; median (min–max).",
+             runc, rust, …; median (min–max); the latency ratios carry a 95% bootstrap interval \
+             in parentheses.",
             c.runs, c.warmup
         ));
     }
@@ -341,10 +350,10 @@ mod tests {
         assert_eq!(
             row("| Start"),
             "| Start: `ctr run --rm --runtime RT --rootfs R id /bin/true` (ms) | 20.0 (10.0–30.0) \
-             | 100.0 (100.0–100.0) | 0.20 | ≤ 0.5× runc | yes |"
+             | 100.0 (100.0–100.0) | 0.20 (0.10–0.30) | ≤ 0.5× runc | yes |"
         );
         assert!(
-            row("| Exec").ends_with("| 0.80 | ≤ 0.5× runc | **no** |"),
+            row("| Exec").ends_with("| 0.80 (0.80–0.80) | ≤ 0.5× runc | **no** |"),
             "{md}"
         );
         assert!(
