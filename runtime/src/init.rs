@@ -353,12 +353,16 @@ fn finish(
     let exec = ExecArgs::new(&program, process)?;
 
     chan.send(&FromInit::Ready)?;
-    match chan.recv()? {
-        ToInit::Start => {}
-        other => return Err(InitError::Unsupported(format!("expected start, got {other:?}"))),
-    }
-    // In the container, after Start and before the program.
+    // A container's init waits for Start, a call of its own. An exec is
+    // built by its Start call, which is under way: it goes on at once
+    // (the shim hears its execve as the sync socket closing), saving the
+    // round trip through the shim on every exec.
     if let Some((hooks, state)) = start_hooks {
+        match chan.recv()? {
+            ToInit::Start => {}
+            other => return Err(InitError::Unsupported(format!("expected start, got {other:?}"))),
+        }
+        // In the container, after Start and before the program.
         hooks::run_all("startContainer", hooks.as_ref(), &state, &hooks::waitpid)?;
     }
     ExecArgs::close_fds();

@@ -150,14 +150,20 @@ pub fn create(
 }
 
 impl Created {
-    /// Lets the process exec. Success is the sync socket closing: it is
-    /// close-on-exec, so it closes exactly when execve succeeds.
+    /// Lets a container's init exec. Success is the sync socket closing:
+    /// it is close-on-exec, so it closes exactly when execve succeeds.
     pub fn start(self) -> Result<(), LaunchError> {
         self.chan.send(&ToInit::Start)?;
+        self.exec_result()
+    }
+
+    /// Waits for an exec's process, which does not wait for Start once
+    /// ready (init.rs), to exec: Ok once execve succeeded, or its error.
+    pub fn exec_result(self) -> Result<(), LaunchError> {
         match self.chan.recv::<FromInit>() {
             Err(ChannelError::Closed) => Ok(()),
             Ok(FromInit::Error(e)) => Err(LaunchError::Init(e)),
-            Ok(other) => Err(LaunchError::Protocol(format!("unexpected {other:?} after start"))),
+            Ok(other) => Err(LaunchError::Protocol(format!("unexpected {other:?} after ready"))),
             Err(e) => Err(e.into()),
         }
     }

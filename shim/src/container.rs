@@ -390,7 +390,8 @@ impl Container {
             return Err(ContainerError::State { what, state, action: "start", wanted: "created" });
         };
         let what = p.what(&id);
-        created.start().map_err(|source| ContainerError::Start { what, source })?;
+        let started = if exec_id.is_empty() { created.start() } else { created.exec_result() };
+        started.map_err(|source| ContainerError::Start { what, source })?;
         if p.status == Status::Created {
             p.status = Status::Running;
         }
