@@ -411,3 +411,41 @@ fn grouped_shim_keeps_nothing_of_deleted_containers() {
     ctd.remove(&keeper);
     ctd.finish();
 }
+
+/// A burst of execs, eight of them at once, leaves the shim as it was:
+/// the workers that ran their Task calls and exit reports end after their
+/// 2 s linger, the events sender after its idle time, and no exec keeps an
+/// fd (issue #7 counts an idle shim's threads and memory).
+#[test]
+fn shim_returns_to_idle_after_a_burst_of_execs() {
+    if !testing_rust_shim() {
+        return;
+    }
+    let ctd = PrivateContainerd::start();
+    let id = ctd.unique_id("burst");
+    ctd.run(&id, &["/bin/sleep", "1000"]).detach();
+    let server = ctd.shim_server(&id).expect("the shim server");
+    let threads = || std::fs::read_dir(format!("/proc/{}/task", server.pid)).map(|d| d.count()).unwrap_or(0);
+    let fds = || std::fs::read_dir(format!("/proc/{}/fd", server.pid)).map(|d| d.count()).unwrap_or(0);
+    // Idle: the calls of the start have been answered and their workers
+    // and the events sender have ended.
+    assert!(wait_until(REACT, || threads() == 2), "an idle shim has 2 threads, found {}", threads());
+    let fds_before = fds();
+
+    for round in 0..3 {
+        let running: Vec<_> = (0..8)
+            .map(|i| ctd.exec(&id, &format!("e{round}-{i}"), &["/bin/sh", "-c", &format!("echo out{i}")]).spawn())
+            .collect();
+        for (i, exec) in running.into_iter().enumerate() {
+            let out = exec.wait(REACT);
+            assert!(out.status.success(), "exec e{round}-{i}: {}", stderr(&out));
+            assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("out{i}"));
+        }
+    }
+    assert!(threads() > 2, "the burst's workers and the events sender linger a moment");
+    let settled = wait_until(REACT, || threads() == 2 && fds() <= fds_before);
+    assert!(settled, "after 24 execs the shim has {} threads (idle: 2) and {} fds (before: {fds_before})", threads(), fds());
+    ctd.remove(&id);
+    ctd.finish();
+}
+
