@@ -84,10 +84,14 @@ pub const STARTED_AT_ENV: &str = "_RSV2_SPAWNED_AT";
 
 /// glibc reads its tunables from this variable at process start.
 pub const TUNABLES_ENV: &str = "GLIBC_TUNABLES";
-/// No cache of the stacks of finished threads: every request runs on a
-/// thread of its own (rpc.rs), and glibc would otherwise keep up to 40 MiB
-/// of their stacks, each with its top pages still dirty, in an idle shim.
-const SERVER_TUNABLES: &str = "glibc.pthread.stack_cache_size=0";
+/// No cache of the stacks of finished threads: requests run on workers
+/// that end when idle (workers.rs), and glibc would otherwise keep up to
+/// 40 MiB of their stacks, each with its top pages still dirty, in an idle
+/// shim. No per-thread malloc cache (tcache) either: a thread's cache goes
+/// back to the heap only as the thread exits, after its worker's
+/// malloc_trim, and a burst of execs then left ~130 KiB of free heap
+/// dirty in an idle shim.
+const SERVER_TUNABLES: &str = "glibc.pthread.stack_cache_size=0:glibc.malloc.tcache_count=0";
 
 /// The GLIBC_TUNABLES `start` gives the server: ours after whatever
 /// containerd's environment had.
