@@ -43,6 +43,10 @@ pub struct Latency {
     pub samples_ms: Vec<f64>,
     pub failures: Vec<String>,
     pub summary: Option<Summary>,
+    /// CPU time of the shim's side per measured run (execs only: one shim
+    /// serves them all), ms; see [`memory::cpu_ms`].
+    #[serde(default)]
+    pub shim_cpu_ms: Option<f64>,
 }
 
 impl Latency {
@@ -277,7 +281,13 @@ fn exec_latency(ctr: &Ctr, cfg: &Config, ids: &mut Ids) -> Result<PerRuntime<Lat
             start_detached(ctr, rt, targets.get(rt))?;
         }
         let mut lat = PerRuntime::<Latency>::default();
+        let mut cpu_before = PerRuntime::<Option<(u32, f64)>>::default();
         for i in 0..cfg.warmup + cfg.runs {
+            if i == cfg.warmup {
+                for rt in Runtime::BOTH {
+                    *cpu_before.get_mut(rt) = shim_cpu(ctr, rt, targets.get(rt));
+                }
+            }
             let mut line = Vec::new();
             for rt in Runtime::order(i) {
                 let id = targets.get(rt);
@@ -293,6 +303,14 @@ fn exec_latency(ctr: &Ctr, cfg: &Config, ids: &mut Ids) -> Result<PerRuntime<Lat
             }
             let tag = if i < cfg.warmup { "warm-up" } else { "run" };
             eprintln!("   {tag} {:>2}: {}", i + 1, line.join("  "));
+        }
+        for rt in Runtime::BOTH {
+            let after = shim_cpu(ctr, rt, targets.get(rt));
+            lat.get_mut(rt).shim_cpu_ms = match (*cpu_before.get(rt), after) {
+                // The same shim process before and after.
+                (Some((pid, a)), Some((pid2, b))) if pid == pid2 => Some((b - a) / cfg.runs as f64),
+                _ => None,
+            };
         }
         Ok(lat)
     };
@@ -442,6 +460,15 @@ fn throughput(ctr: &Ctr, cfg: &Config, ids: &mut Ids) -> Result<PerRuntime<Throu
 
 /// `ctr run -d ... ID sleep 1000`; on failure the container record ctr
 /// leaves behind is removed.
+/// The pid and CPU time (ms, reaped children included) of the shim server
+/// of container `id`.
+fn shim_cpu(ctr: &Ctr, rt: Runtime, id: &str) -> Option<(u32, f64)> {
+    let wanted: HashSet<String> = [id.to_string()].into();
+    let servers = memory::shim_servers(rt, &ctr.socket(), ctr.namespace(), &wanted);
+    let [server] = servers.as_slice() else { return None };
+    Some((server.pid, memory::cpu_ms(server.pid)?))
+}
+
 fn start_detached(ctr: &Ctr, rt: Runtime, id: &str) -> Result<(), String> {
     let t = timed(
         ctr.run_command("-d", rt, id, &["/bin/sleep", "1000"]),

@@ -185,6 +185,16 @@ pub fn markdown(r: &Results) -> String {
     }
     if let Some(p) = &r.exec {
         rows.push(latency_row("Exec: `ctr task exec` of /bin/true (ms)", p));
+        let (a, b) = (p.rust.shim_cpu_ms, p.runc.shim_cpu_ms);
+        let ms = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.1}"));
+        rows.push(Row([
+            "Exec: CPU of the shim's side per exec (the shim, and what it reaped: stages or runc, /bin/true) (ms)".into(),
+            ms(a),
+            ms(b),
+            ratio_cell(ratio(a, b)),
+            "".into(),
+            "".into(),
+        ]));
     }
     if let Some(p) = &r.throughput {
         rows.extend(throughput_rows(p, c.containers, c.concurrency));
@@ -295,6 +305,7 @@ mod tests {
             samples_ms: samples.to_vec(),
             failures: Vec::new(),
             summary: Summary::of(samples),
+            shim_cpu_ms: None,
         }
     }
 
