@@ -64,6 +64,13 @@ pub struct Spawn<'a> {
     pub keep: RawFd,
 }
 
+impl Spawn<'_> {
+    /// The fds the child gets as 0, 1, 2 and [`KEEP_FD`], in that order.
+    fn child_fds(&self) -> [RawFd; 4] {
+        [self.stdio[0].as_raw_fd(), self.stdio[1].as_raw_fd(), self.stdio[2].as_raw_fd(), self.keep]
+    }
+}
+
 /// The C strings the child needs, built before it exists: a vfork or
 /// clone3 child must not allocate.
 struct Prepared {
@@ -98,7 +105,7 @@ impl Prepared {
 /// dup2s would overwrite before it is copied (the shim's own 0 to 3 are
 /// always open, so in practice never).
 pub fn start(spec: &Spawn<'_>) -> std::io::Result<i32> {
-    let sources = [spec.stdio[0].as_raw_fd(), spec.stdio[1].as_raw_fd(), spec.stdio[2].as_raw_fd(), spec.keep];
+    let sources = spec.child_fds();
     if sources.iter().any(|&fd| fd <= KEEP_FD) {
         return clone(spec, None);
     }
@@ -166,7 +173,7 @@ pub fn into_cgroup(spec: &Spawn<'_>, cgroup: BorrowedFd<'_>) -> std::io::Result<
 /// A clone3 fork, into `cgroup` if given.
 fn clone(spec: &Spawn<'_>, cgroup: Option<BorrowedFd<'_>>) -> std::io::Result<i32> {
     let p = Prepared::new(spec)?;
-    let fds = [spec.stdio[0].as_raw_fd(), spec.stdio[1].as_raw_fd(), spec.stdio[2].as_raw_fd(), spec.keep];
+    let fds = spec.child_fds();
     // The child reports a failed execve through this pipe; it closes on a
     // successful one.
     let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;

@@ -179,12 +179,7 @@ impl Publisher {
         let payload = req.write_to_bytes().map_err(|e| format!("encode: {e}"))?;
         let call = Request { service: EVENTS_SERVICE.into(), method: "Forward".into(), payload, ..Default::default() };
         let body = Codec::encode(&call).map_err(|e| format!("encode: {e}"))?;
-        let mut frame = Vec::with_capacity(MESSAGE_HEADER_LENGTH + body.len());
-        frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
-        frame.extend_from_slice(&stream_id.to_be_bytes());
-        frame.extend_from_slice(&[MESSAGE_TYPE_REQUEST, 0]);
-        frame.extend_from_slice(&body);
-        self.stream.write_all(&frame).map_err(|e| format!("write: {e}"))?;
+        self.stream.write_all(&crate::rpc::frame(stream_id, MESSAGE_TYPE_REQUEST, &body)).map_err(|e| format!("write: {e}"))?;
         loop {
             let mut header = [0u8; MESSAGE_HEADER_LENGTH];
             self.stream.read_exact(&mut header).map_err(|e| format!("read the answer: {e}"))?;

@@ -76,11 +76,7 @@ impl Conn {
     /// Writes one response frame. The socket is non-blocking (the loop
     /// reads it), so a full socket buffer is waited out here.
     fn write_frame(&self, stream_id: u32, payload: &[u8]) -> std::io::Result<()> {
-        let mut frame = Vec::with_capacity(MESSAGE_HEADER_LENGTH + payload.len());
-        frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-        frame.extend_from_slice(&stream_id.to_be_bytes());
-        frame.extend_from_slice(&[MESSAGE_TYPE_RESPONSE, 0]);
-        frame.extend_from_slice(payload);
+        let frame = frame(stream_id, MESSAGE_TYPE_RESPONSE, payload);
         let _guard = self.write.lock().unwrap();
         let deadline = Instant::now() + WRITE_TIMEOUT;
         let mut rest = &frame[..];
@@ -102,6 +98,17 @@ impl Conn {
         }
         Ok(())
     }
+}
+
+/// One ttrpc frame: the 10-byte header (length, stream id, type, no
+/// flags), then the payload.
+pub fn frame(stream_id: u32, type_: u8, payload: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(MESSAGE_HEADER_LENGTH + payload.len());
+    frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&stream_id.to_be_bytes());
+    frame.extend_from_slice(&[type_, 0]);
+    frame.extend_from_slice(payload);
+    frame
 }
 
 /// Requests still running, for the drain at shutdown.
