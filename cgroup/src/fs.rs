@@ -181,6 +181,23 @@ impl Manager for FsCgroup {
         }
     }
 
+    fn all_procs(&self) -> Result<Vec<i32>, CgroupError> {
+        let Some(dir) = self.procs_dir() else { return Ok(Vec::new()) };
+        let mut pids = Vec::new();
+        let mut todo = vec![dir];
+        while let Some(dir) = todo.pop() {
+            match read_pids(&dir.join("cgroup.procs")) {
+                Ok(p) => pids.extend(p),
+                // Gone between the listing and the read.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(source) => return Err(CgroupError::Io { path: dir, action: "read cgroup.procs", source }),
+            }
+            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            todo.extend(entries.filter_map(|e| e.ok()).filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| e.path()));
+        }
+        Ok(pids)
+    }
+
     fn kill_all(&self, signal: i32) -> Result<(), CgroupError> {
         // Freezing first closes the fork race: a process cannot create a
         // child between our listing and our signal (runc's signalAllProcesses).

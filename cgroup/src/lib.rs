@@ -16,7 +16,7 @@ pub mod stats;
 
 pub use fs::FsCgroup;
 pub use oom::OomSource;
-pub use path::resolve;
+pub use path::{resolve, PathError};
 pub use stats::Metrics;
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +33,10 @@ pub enum CgroupError {
     DeviceFilter { path: PathBuf, message: String },
     #[error("cgroup {path}: no {controller} controller")]
     NoController { path: String, controller: &'static str },
+    #[error("{0}")]
+    Path(#[from] path::PathError),
+    #[error("linux.cgroupsPath {path:?}: the cgroup already holds {} other process(es) ({pids:?}); a container needs a cgroup of its own", pids.len())]
+    InUse { path: String, pids: Vec<i32> },
 }
 
 /// The host's cgroup layout.
@@ -108,6 +112,8 @@ pub trait Manager: Send + Sync {
     fn set(&mut self, resources: &oci_spec::runtime::LinuxResources) -> Result<(), CgroupError>;
     /// Every process in the cgroup.
     fn procs(&self) -> Result<Vec<i32>, CgroupError>;
+    /// Every process in the cgroup and in the cgroups below it.
+    fn all_procs(&self) -> Result<Vec<i32>, CgroupError>;
     /// Sends `signal` to every process in the cgroup, with the cgroup frozen
     /// so that nothing forks past the signal.
     fn kill_all(&self, signal: i32) -> Result<(), CgroupError>;

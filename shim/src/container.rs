@@ -227,11 +227,18 @@ impl Container {
         let bundle = Bundle::load(req.bundle)?;
         phase("spec parsed");
         let linux = bundle.spec.linux().clone().unwrap_or_default();
-        let (cg_path, from_systemd) = cgroup::resolve(linux.cgroups_path().as_ref().and_then(|p| p.to_str()), req.id);
+        let (cg_path, from_systemd) = cgroup::resolve(linux.cgroups_path().as_ref().and_then(|p| p.to_str()), req.id).map_err(cgroup::CgroupError::from)?;
         if from_systemd {
             log::info!("no systemd cgroup driver: using cgroupfs path {cg_path} for {:?}", linux.cgroups_path());
         }
         let mut cg = FsCgroup::new(&cg_path)?;
+        // Delete kills what the container's cgroup holds: a spec must not
+        // name a cgroup that already has processes (another container's,
+        // or the host's own services), as runc 1.2 refuses too.
+        let in_use = cg.all_procs()?;
+        if !in_use.is_empty() {
+            return Err(cgroup::CgroupError::InUse { path: linux.cgroups_path().as_ref().map(|p| p.display().to_string()).unwrap_or_default(), pids: in_use }.into());
+        }
         let prepared = cg.prepare().map_err(ContainerError::from).and_then(|entry| Ok((cgroup_dir(&entry)?, entry)));
         let (dir, entry) = match prepared {
             Ok(p) => p,
