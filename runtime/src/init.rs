@@ -85,7 +85,11 @@ pub fn main() -> ! {
     unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
     // SAFETY: the shim passed this fd to us for our exclusive use.
     let chan = Channel::from_fd(unsafe { OwnedFd::from_raw_fd(fd) });
-    let code = match stage1(&chan) {
+    // Our stderr is the container's: a panic is reported to the shim over
+    // the sync socket (guarded() below), never printed into the
+    // container's output.
+    std::panic::set_hook(Box::new(|_| {}));
+    let code = match guarded(|| stage1(&chan)) {
         Ok(()) => 0,
         Err(e) => {
             let _ = chan.send(&FromInit::Error(e.to_string()));
@@ -163,10 +167,10 @@ fn stage1(chan: &Channel) -> Result<(), InitError> {
             // Returns at end-of-file, once stage 1 closed its end.
             let _ = nix::unistd::read(&pid_sent_r, &mut byte);
             drop(pid_sent_r);
-            let r = match &job {
+            let r = guarded(|| match &job {
                 Job::Init(bundle) => stage2_init(chan, bundle, &config, &plan),
                 Job::Exec(process, seccomp) => stage2_exec(chan, process, seccomp.as_ref(), &plan),
-            };
+            });
             let code = match r {
                 Ok(never) => match never {},
                 Err(e) => {
@@ -177,6 +181,15 @@ fn stage1(chan: &Channel) -> Result<(), InitError> {
             std::process::exit(code)
         }
     }
+}
+
+/// Runs a stage, turning a panic into an error the shim reports for this
+/// container alone.
+fn guarded<T>(stage: impl FnOnce() -> Result<T, InitError>) -> Result<T, InitError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(stage)).unwrap_or_else(|panic| {
+        let what = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_default();
+        Err(InitError::Unsupported(format!("internal error in the init stage: {what}")))
+    })
 }
 
 /// Moves this (single-threaded) process into a v1 cgroup, one hierarchy

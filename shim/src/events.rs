@@ -15,6 +15,7 @@
 //! would add a writer and a reader thread to each connection, and its
 //! reader wakes every 10 ms while the connection is open (issue #7).
 
+use crate::LockExt;
 use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -95,7 +96,7 @@ impl Events {
             Ok(value) => Any { type_url: E::TYPE.to_string(), value, ..Default::default() },
             Err(e) => return log::error!("encode {}: {e}", E::TYPE),
         };
-        let mut q = self.queue.lock().unwrap();
+        let mut q = self.queue.locked();
         if q.closed {
             return;
         }
@@ -114,7 +115,7 @@ impl Events {
     /// not lost with the process.
     pub fn close(&self) {
         let sender = {
-            let mut q = self.queue.lock().unwrap();
+            let mut q = self.queue.locked();
             q.closed = true;
             self.wake.notify_one();
             q.sender.take()
@@ -127,8 +128,8 @@ impl Events {
     /// The next event, or None once the queue has been empty for [`IDLE`]
     /// (the thread then ends) or is closed and empty.
     fn next(&self) -> Option<Event> {
-        let q = self.queue.lock().unwrap();
-        let (mut q, _) = self.wake.wait_timeout_while(q, IDLE, |q| q.events.is_empty() && !q.closed).unwrap();
+        let q = self.queue.locked();
+        let (mut q, _) = self.wake.wait_timeout_while(q, IDLE, |q| q.events.is_empty() && !q.closed).unwrap_or_else(|e| e.into_inner());
         let event = q.events.pop_front();
         if event.is_none() && !q.closed {
             // Under the lock: a publish from now on starts a new sender.
@@ -261,7 +262,7 @@ mod tests {
             if topic == "refuse" {
                 return Err(ttrpc::Error::RpcStatus(ttrpc::get_status(Code::NOT_FOUND, "no such topic")));
             }
-            self.0.lock().unwrap().push(topic);
+            self.0.locked().push(topic);
             let res = Response { payload: Vec::new(), ..Default::default() };
             ctx.respond(ctx.mh.stream_id, res)
         }
@@ -284,12 +285,12 @@ mod tests {
             let event = Event { topic, any: Any::default() };
             send(&mut p, "ns", &event).expect("forward");
         }
-        assert_eq!(*got.lock().unwrap(), ["/tasks/create", "/tasks/start", "/tasks/exit"]);
+        assert_eq!(*got.locked(), ["/tasks/create", "/tasks/start", "/tasks/exit"]);
         let err = send(&mut p, "ns", &Event { topic: "refuse", any: Any::default() }).expect_err("a refused event is an error");
         assert!(err.contains("no such topic"), "{err}");
         // The connection stays usable after a refusal.
         send(&mut p, "ns", &Event { topic: "/tasks/delete", any: Any::default() }).expect("forward after a refusal");
-        assert_eq!(got.lock().unwrap().last().map(String::as_str), Some("/tasks/delete"));
+        assert_eq!(got.locked().last().map(String::as_str), Some("/tasks/delete"));
 
         quit.signal();
         server.join().unwrap().expect("serve returns once quit is signalled");

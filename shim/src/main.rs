@@ -67,3 +67,16 @@ fn main() {
         std::process::exit(1);
     }
 }
+
+/// Locking that survives a panic elsewhere: a job that panicked while it
+/// held a lock fails its own call (rpc.rs catches the panic), and the
+/// shim, which serves a whole pod, goes on with the data as it was left.
+pub(crate) trait LockExt<T: ?Sized> {
+    fn locked(&self) -> std::sync::MutexGuard<'_, T>;
+}
+
+impl<T: ?Sized> LockExt<T> for std::sync::Mutex<T> {
+    fn locked(&self) -> std::sync::MutexGuard<'_, T> {
+        self.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}

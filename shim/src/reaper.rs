@@ -6,6 +6,7 @@
 //! are held for a while instead of dropped, so a container that exits within
 //! a millisecond of starting still has its exit seen.
 
+use crate::LockExt;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -78,7 +79,7 @@ impl Reaper {
 
     fn exited(&self, pid: i32, code: i32) {
         let handler = {
-            let mut inner = self.inner.lock().unwrap();
+            let mut inner = self.inner.locked();
             let now = Instant::now();
             inner.unclaimed.retain(|_, (_, at)| now.duration_since(*at) < HOLD);
             match inner.handlers.remove(&pid) {
@@ -98,7 +99,7 @@ impl Reaper {
     /// Calls `handler` once `pid` exits, or at once if it already has.
     pub fn on_exit(&self, pid: i32, handler: ExitHandler) {
         let held = {
-            let mut inner = self.inner.lock().unwrap();
+            let mut inner = self.inner.locked();
             match inner.unclaimed.remove(&pid) {
                 Some((code, _)) => Some(code),
                 None => {

@@ -16,6 +16,7 @@
 //! A request never waits for a busy worker, so Wait can block for as long
 //! as the process runs without holding up anything else on the connection.
 
+use crate::LockExt;
 use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
@@ -77,7 +78,7 @@ impl Conn {
     /// reads it), so a full socket buffer is waited out here.
     fn write_frame(&self, stream_id: u32, payload: &[u8]) -> std::io::Result<()> {
         let frame = frame(stream_id, MESSAGE_TYPE_RESPONSE, payload);
-        let _guard = self.write.lock().unwrap();
+        let _guard = self.write.locked();
         let deadline = Instant::now() + WRITE_TIMEOUT;
         let mut rest = &frame[..];
         while !rest.is_empty() {
@@ -120,11 +121,11 @@ struct InFlight {
 
 impl InFlight {
     fn enter(&self) {
-        *self.count.lock().unwrap() += 1;
+        *self.count.locked() += 1;
     }
 
     fn leave(&self) {
-        let mut n = self.count.lock().unwrap();
+        let mut n = self.count.locked();
         *n -= 1;
         if *n == 0 {
             self.idle.notify_all();
@@ -132,7 +133,7 @@ impl InFlight {
     }
 
     fn wait_idle(&self, timeout: Duration) {
-        let n = self.count.lock().unwrap();
+        let n = self.count.locked();
         let _ = self.idle.wait_timeout_while(n, timeout, |n| *n > 0);
     }
 }
@@ -258,6 +259,11 @@ fn start_request(workers: &Workers, conn: Arc<Conn>, mh: MessageHeader, payload:
     }
 }
 
+/// The message a panic carried, for the log and the error answered.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_else(|| "a panic".into())
+}
+
 /// Runs one request through its generated handler and writes what the
 /// handler answered (or the error it returned).
 fn handle(conn: &Conn, mh: MessageHeader, payload: &[u8], methods: &Methods) {
@@ -284,7 +290,16 @@ fn handle(conn: &Conn, mh: MessageHeader, payload: &[u8], methods: &Methods) {
                         conn_ctx: conn_ctx.clone(),
                     };
                     let t = Instant::now();
-                    let failed = method.handler(ctx, req).err();
+                    // One container's failure must not take the pod's
+                    // shim with it: a panic fails this call only.
+                    let failed = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| method.handler(ctx, req))) {
+                        Ok(r) => r.err(),
+                        Err(panic) => {
+                            let what = panic_message(&panic);
+                            log::error!("{path} panicked: {what}");
+                            Some(ttrpc::Error::RpcStatus(get_status(Code::INTERNAL, format!("{path}: internal error in containerd-shim-rust-v2: {what}"))))
+                        }
+                    };
                     log::debug!("{path} answered in {:.2} ms", t.elapsed().as_secs_f64() * 1e3);
                     failed
                 }
@@ -330,7 +345,7 @@ mod tests {
     impl MethodHandler for Gate {
         fn handler(&self, ctx: TtrpcContext, _req: Request) -> ttrpc::Result<()> {
             let (open, cv) = &*self.0;
-            let _open = cv.wait_while(open.lock().unwrap(), |o| !*o).unwrap();
+            let _open = cv.wait_while(open.locked(), |o| !*o).unwrap();
             ctx.respond(ctx.mh.stream_id, Response::default())
         }
     }
@@ -371,7 +386,7 @@ mod tests {
             other => panic!("an unknown method must be UNIMPLEMENTED, got {other:?}"),
         }
 
-        *gate.0.lock().unwrap() = true;
+        *gate.0.locked() = true;
         gate.1.notify_all();
         blocked.join().unwrap().expect("the blocked request is answered once released");
 

@@ -3,6 +3,7 @@
 //! One server may hold several containers (a pod's sandbox and its
 //! containers share one shim).
 
+use crate::LockExt;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -195,7 +196,7 @@ impl Service {
 impl Task for Service {
     fn create(&self, _ctx: &TtrpcContext, req: api::CreateTaskRequest) -> ttrpc::Result<api::CreateTaskResponse> {
         log::info!("create {} bundle {}", req.id, req.bundle);
-        if self.containers.lock().unwrap().contains_key(&req.id) {
+        if self.containers.locked().contains_key(&req.id) {
             return Err(status(Code::ALREADY_EXISTS, format!("container {} already exists", req.id)));
         }
         if !req.checkpoint.is_empty() {
@@ -228,7 +229,7 @@ impl Task for Service {
             (_, Err(e)) => log::warn!("no oom events for {}: {e}", req.id),
             (None, _) => {}
         }
-        self.containers.lock().unwrap().insert(req.id.clone(), cell.clone());
+        self.containers.locked().insert(req.id.clone(), cell.clone());
         self.watch(&cell, "", pid);
         self.events.publish(TaskCreate {
                 container_id: req.id.clone(),
@@ -330,7 +331,7 @@ impl Task for Service {
             w.forget(token);
         }
         let exit = c.init.exit.clone().unwrap_or(Exit { code: 0, at: Default::default() });
-        self.containers.lock().unwrap().remove(&req.id);
+        self.containers.locked().remove(&req.id);
         self.run_post_hooks("poststop", &c, "stopped");
         log::info!("deleted {} in {:.1} ms", c.id, t.elapsed().as_secs_f64() * 1e3);
         self.events.publish(TaskDelete {
@@ -370,12 +371,12 @@ impl Task for Service {
     }
 
     fn connect(&self, _ctx: &TtrpcContext, req: api::ConnectRequest) -> ttrpc::Result<api::ConnectResponse> {
-        let task_pid = self.containers.lock().unwrap().get(&req.id).map(|c| c.lock().init.pid as u32).unwrap_or(0);
+        let task_pid = self.containers.locked().get(&req.id).map(|c| c.lock().init.pid as u32).unwrap_or(0);
         Ok(api::ConnectResponse { shim_pid: std::process::id(), task_pid, version: env!("CARGO_PKG_VERSION").into(), ..Default::default() })
     }
 
     fn shutdown(&self, _ctx: &TtrpcContext, _req: api::ShutdownRequest) -> ttrpc::Result<api::Empty> {
-        let left = self.containers.lock().unwrap().len();
+        let left = self.containers.locked().len();
         if left == 0 {
             log::info!("shutdown: no container left");
             self.exit.signal();

@@ -16,6 +16,7 @@
 //! Jobs may block (Wait blocks until its process exits): a job never waits
 //! for a worker that is busy. When no worker is idle, a new one starts.
 
+use crate::LockExt;
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -67,7 +68,7 @@ impl Workers {
     /// Runs `job` on an idle worker, or on a new one if none is idle.
     /// `name` (at most 15 bytes) names the thread while the job runs.
     pub fn run(&self, name: &'static str, job: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
-        let mut s = self.inner.state.lock().unwrap();
+        let mut s = self.inner.state.locked();
         s.queue.push_back(Named { name: name.as_bytes(), job: Box::new(job) });
         // Every queued job needs a sleeper of its own to wake: one that
         // is already woken may be about to take an earlier job.
@@ -91,28 +92,33 @@ impl Workers {
 
     #[cfg(test)]
     fn alive(&self) -> usize {
-        self.inner.state.lock().unwrap().alive
+        self.inner.state.locked().alive
     }
 
     #[cfg(test)]
     fn idle(&self) -> usize {
-        self.inner.state.lock().unwrap().idle
+        self.inner.state.locked().idle
     }
 }
 
 impl Inner {
     fn work(&self, linger: Duration) {
-        let mut s = self.state.lock().unwrap();
+        let mut s = self.state.locked();
         loop {
             if let Some(Named { name, job }) = s.queue.pop_front() {
                 drop(s);
                 set_thread_name(name);
-                job();
-                s = self.state.lock().unwrap();
+                // A job that panics (rpc.rs catches a Task call's own
+                // panic) must not end the worker with the count still
+                // holding it, nor the shim.
+                if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)) {
+                    log::error!("a {} job panicked: {}", String::from_utf8_lossy(name), crate::rpc::panic_message(&panic));
+                }
+                s = self.state.locked();
                 continue;
             }
             s.idle += 1;
-            let (guard, timeout) = self.wake.wait_timeout(s, linger).unwrap();
+            let (guard, timeout) = self.wake.wait_timeout(s, linger).unwrap_or_else(|e| e.into_inner());
             s = guard;
             s.idle -= 1;
             if timeout.timed_out() && s.queue.is_empty() {
