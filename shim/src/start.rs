@@ -24,6 +24,28 @@ pub enum StartError {
     Spawn(std::io::Error),
     #[error("write address file: {0}")]
     Address(std::io::Error),
+    #[error("set the shim's oom_score_adj from containerd's ({path}): {source}")]
+    OomScore { path: String, source: std::io::Error },
+}
+
+/// The highest oom_score_adj the kernel takes.
+const OOM_SCORE_ADJ_MAX: i32 = 1000;
+
+/// Gives this process, and so the server it spawns and every container
+/// that does not set `process.oomScoreAdj`, containerd's oom_score_adj + 1,
+/// as runc's shim does (`shim.AdjustOOMScore`): under memory pressure the
+/// kernel then picks a container before containerd. Raising the score
+/// needs no privilege; lowering it would need CAP_SYS_RESOURCE.
+fn adjust_oom_score() -> Result<(), StartError> {
+    let parent = format!("/proc/{}/oom_score_adj", std::os::unix::process::parent_id());
+    let err = |path: &str| {
+        let path = path.to_string();
+        move |source| StartError::OomScore { path, source }
+    };
+    let text = std::fs::read_to_string(&parent).map_err(err(&parent))?;
+    let score: i32 = text.trim().parse().map_err(|e| err(&parent)(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
+    let own = "/proc/self/oom_score_adj";
+    std::fs::write(own, (score + 1).min(OOM_SCORE_ADJ_MAX).to_string()).map_err(err(own))
 }
 
 /// The annotations that put containers in one shim: every container of a
@@ -64,6 +86,7 @@ pub fn run(flags: &Flags) -> Result<String, StartError> {
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path).map_err(|source| StartError::Listen { path: path.clone(), source })?;
 
+    adjust_oom_score()?;
     let exe = std::env::current_exe().map_err(StartError::Spawn)?;
     let mut cmd = Command::new(exe);
     cmd.args(["-namespace", &flags.namespace, "-id", &flags.id, "-address", &flags.address, "-socket", &address]);
