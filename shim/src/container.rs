@@ -352,7 +352,9 @@ impl Container {
         if self.execs.contains_key(exec_id) {
             return Err(ContainerError::ExecExists { id: self.id.clone(), exec_id: exec_id.to_string() });
         }
-        if !matches!(self.init.status, Status::Running | Status::Paused) {
+        // runc's shim refuses an exec into a paused container here, at
+        // Exec, before TaskExecAdded: it could only fail at Start.
+        if self.init.status != Status::Running {
             return Err(self.state_err(&self.init, "exec", "running"));
         }
         let process: Process = serde_json::from_slice(spec_json).map_err(|e| ContainerError::ExecSpec(e.to_string()))?;
