@@ -520,17 +520,20 @@ impl Container {
         })
     }
 
-    pub fn close_io(&self, exec_id: &str) -> Result<(), ContainerError> {
-        if let Some(h) = &self.process(exec_id)?.handles {
+    pub fn close_io(&mut self, exec_id: &str) -> Result<(), ContainerError> {
+        if let Some(h) = &mut self.process_mut(exec_id)?.handles {
             h.close_stdin();
         }
         Ok(())
     }
 
+    /// ResizePty. A process without a terminal is not an error: runc's
+    /// shim answers OK and does nothing, and containerd's clients (ctr's
+    /// resize on SIGWINCH, the CRI's attach) send resizes regardless.
     pub fn resize(&self, exec_id: &str, width: u32, height: u32) -> Result<(), ContainerError> {
         match &self.process(exec_id)?.handles {
             Some(h) => Ok(h.resize(width, height)?),
-            None => Err(StdioError::NoTerminal.into()),
+            None => Ok(()),
         }
     }
 
@@ -541,7 +544,7 @@ impl Container {
             return Err(self.state_err(p, "delete", "stopped"));
         }
         let mut p = self.execs.remove(exec_id).expect("checked above");
-        if let Some(h) = &p.handles {
+        if let Some(h) = &mut p.handles {
             h.release();
         }
         if p.status == Status::Created && p.pid != 0 {
@@ -558,8 +561,8 @@ impl Container {
             return Err(self.state_err(&self.init, "delete", "stopped"));
         }
         self.cgroup.destroy()?;
-        for p in std::iter::once(&self.init).chain(self.execs.values()) {
-            if let Some(h) = &p.handles {
+        for p in std::iter::once(&mut self.init).chain(self.execs.values_mut()) {
+            if let Some(h) = &mut p.handles {
                 h.release();
             }
         }

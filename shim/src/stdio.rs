@@ -9,7 +9,8 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Read;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::FileTypeExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{channel, Receiver, Sender};
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use runtime::launch::Stdio3;
 
-use crate::io_loop::io_loop;
+use crate::io_loop::{io_loop, Source};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StdioError {
@@ -27,13 +28,18 @@ pub enum StdioError {
     Pipe(nix::errno::Errno),
     #[error("stdio uri {0} is not supported yet: use a fifo or file path")]
     Unsupported(String),
-    #[error("the process has no terminal")]
-    NoTerminal,
     #[error("resize terminal: {0}")]
     Resize(nix::errno::Errno),
     #[error("hand a stream to the io loop: {0}")]
     Copy(std::io::Error),
+    #[error("no reader opened the output fifo {path} within {waited:?}: the client must open its fifos before Create and Exec, as containerd's clients do")]
+    NoReader { path: PathBuf, waited: Duration },
 }
+
+/// How long Create (or an exec's Start) waits for the client's reader of
+/// an output FIFO, as runc's shim does (its open of the write side blocks
+/// under a 30 s deadline).
+const READER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A process's side of the IO: output copies to drain, the stdin copy to
 /// close, and the terminal master to resize.
@@ -41,39 +47,101 @@ pub struct IoHandles {
     done: Vec<Receiver<()>>,
     /// The IO loop's copy of containerd's stdin FIFO into the process.
     stdin: Option<u64>,
+    /// Our own writer on the stdin FIFO, so that the copy reads end of file
+    /// only once CloseIO dropped it and the client closed its writer too:
+    /// a client that goes away and comes back (containerd restarts,
+    /// `ctr task attach`) does not end the process's input, and CloseIO
+    /// does not cut off what the client wrote before it (runc's shim keeps
+    /// the same writer, and CloseIO closes just that).
+    stdin_keepalive: Option<File>,
     /// The IO loop's copies of the process's output into containerd's FIFOs.
     outputs: Vec<u64>,
+    /// The copy from the terminal master, among `outputs`.
+    pty_output: Option<u64>,
+    /// A second handle on each output FIFO, for [`Drain::drain`].
+    fifos: Vec<File>,
     console: Option<File>,
 }
 
-/// The output copies of a process, to wait for before reporting its exit.
-pub struct Drain(Vec<Receiver<()>>);
+/// The output of a process that exited, to deliver before its exit is
+/// reported.
+pub struct Drain {
+    done: Vec<Receiver<()>>,
+    pty_output: Option<u64>,
+    fifos: Vec<File>,
+}
 
 impl Drain {
-    /// Waits until every output copy has finished, at most `timeout`: a
-    /// process that left a child holding the pipe must not hold up its exit.
+    /// Waits, at most `timeout` in all, until every output copy has
+    /// finished and the readers of containerd's FIFOs have taken what the
+    /// copies put there. A process that left a child holding the pipe
+    /// must not hold up its exit, so the wait is bounded.
     pub fn drain(self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
-        for rx in self.0 {
+        if let Some(id) = self.pty_output {
+            io_loop().shutdown(id);
+        }
+        for rx in self.done {
             let left = deadline.saturating_duration_since(Instant::now());
             if rx.recv_timeout(left).is_err() {
                 log::warn!("output copy did not finish within {timeout:?}");
             }
         }
+        for fifo in self.fifos {
+            wait_consumed(fifo, deadline);
+        }
+    }
+}
+
+/// Waits until the reader of an output FIFO has read everything in it, no
+/// reader is left, or the deadline passes. ctr 1.6 closes its readers as
+/// soon as Wait answers (the client's task.Delete closes its FIFOs before
+/// it waits for its copies), so bytes still in the FIFO then are lost;
+/// runc's shim, which reports the exit without waiting for its copies,
+/// loses them too. Here the exit is reported once the reader has them.
+fn wait_consumed(fifo: File, deadline: Instant) {
+    // Through a write-only handle, once every handle of ours that also
+    // reads is closed (the copy's closed as it finished; `fifo` below): the
+    // kernel then reports POLLERR when no reader is left (pipe_poll).
+    let writer = OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(format!("/proc/self/fd/{}", fifo.as_raw_fd()));
+    drop(fifo);
+    let Ok(writer) = writer else { return };
+    loop {
+        let mut unread: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int, the bytes not yet read.
+        let r = unsafe { libc::ioctl(writer.as_raw_fd(), libc::FIONREAD, &mut unread) };
+        if r != 0 || unread == 0 {
+            return;
+        }
+        let mut fds = [nix::poll::PollFd::new(writer.as_fd(), nix::poll::PollFlags::POLLOUT)];
+        let hung_up = nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO)
+            .map(|_| fds[0].revents().is_some_and(|e| e.contains(nix::poll::PollFlags::POLLERR)))
+            .unwrap_or(true);
+        if hung_up {
+            log::debug!("output fifo: {unread} bytes left with no reader");
+            return;
+        }
+        if Instant::now() >= deadline {
+            log::warn!("output fifo: the reader left {unread} bytes unread");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 
 impl IoHandles {
     pub fn take_outputs(&mut self) -> Drain {
-        Drain(std::mem::take(&mut self.done))
+        Drain { done: std::mem::take(&mut self.done), pty_output: self.pty_output, fifos: std::mem::take(&mut self.fifos) }
     }
 
-    /// CloseIO: the process sees end-of-file on stdin once it has read
-    /// what was already delivered.
-    pub fn close_stdin(&self) {
-        if let Some(id) = self.stdin {
-            io_loop().close_dst(id);
-        }
+    /// CloseIO: our writer on the stdin FIFO goes. The process sees end of
+    /// file once it has read everything the client wrote and the client's
+    /// writer is closed too.
+    pub fn close_stdin(&mut self) {
+        self.stdin_keepalive = None;
     }
 
     /// The process is deleted: stop feeding it, and close our reader of the
@@ -81,15 +149,17 @@ impl IoHandles {
     /// never does with `ctr run -d`). Output copies still running go too:
     /// one whose FIFO nobody reads (`ctr run -d` again) would otherwise wait
     /// for the reader forever, holding its fds in a pod's long-lived shim.
-    pub fn release(&self) {
+    pub fn release(&mut self) {
         for id in self.stdin.iter().chain(&self.outputs) {
             io_loop().remove(*id);
         }
+        self.stdin_keepalive = None;
+        self.fifos.clear();
     }
 
-    /// ResizePty.
+    /// ResizePty; nothing to do for a process without a terminal.
     pub fn resize(&self, width: u32, height: u32) -> Result<(), StdioError> {
-        let Some(console) = &self.console else { return Err(StdioError::NoTerminal) };
+        let Some(console) = &self.console else { return Ok(()) };
         let ws = libc::winsize { ws_row: height as u16, ws_col: width as u16, ws_xpixel: 0, ws_ypixel: 0 };
         // SAFETY: TIOCSWINSZ with a valid winsize on the pty master we own.
         let r = unsafe { libc::ioctl(console.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
@@ -102,17 +172,51 @@ impl IoHandles {
         let master = File::from(master);
         let writer = master.try_clone().map_err(|e| StdioError::Open { path: "pty master".into(), source: e })?;
         if !stdin.is_empty() {
-            self.stdin = Some(copy(open_stdin(Path::new(local_path(stdin)?))?, writer, None)?);
+            self.open_stdin(stdin, writer)?;
         }
         if !stdout.is_empty() {
-            let sink = open_sink(stdout)?;
-            let (tx, rx) = channel();
-            self.done.push(rx);
             let reader = master.try_clone().map_err(|e| StdioError::Open { path: "pty master".into(), source: e })?;
-            self.outputs.push(copy(reader, sink, Some(tx))?);
+            let id = self.output(reader, Source::Pty, stdout)?;
+            self.pty_output = Some(id);
         }
         self.console = Some(master);
         Ok(())
+    }
+
+    /// Copies containerd's stdin FIFO into `to`, keeping our own writer on
+    /// the FIFO until CloseIO.
+    fn open_stdin(&mut self, uri: &str, to: File) -> Result<(), StdioError> {
+        let path = Path::new(local_path(uri)?);
+        // A blocking open of a FIFO for reading waits for a writer, so it
+        // is opened non-blocking; epoll reports such a FIFO neither
+        // readable nor hung up until a writer has come, so the copy simply
+        // waits for it.
+        let open = |write: bool| {
+            OpenOptions::new()
+                .read(!write)
+                .write(write)
+                .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+                .open(path)
+                .map_err(|source| StdioError::Open { path: path.into(), source })
+        };
+        let reader = open(false)?;
+        // Opened after our reader, so it never meets ENXIO. A file://
+        // stdin (not a FIFO) needs none.
+        let is_fifo = reader.metadata().map(|m| m.file_type().is_fifo()).unwrap_or(false);
+        self.stdin_keepalive = if is_fifo { Some(open(true)?) } else { None };
+        self.stdin = Some(copy(reader, Source::Stream, to, None)?);
+        Ok(())
+    }
+
+    /// Copies `from` into the output `uri`, to be drained at exit.
+    fn output(&mut self, from: File, source: Source, uri: &str) -> Result<u64, StdioError> {
+        let (sink, fifo) = open_sink(uri)?;
+        let (tx, rx) = channel();
+        self.done.push(rx);
+        self.fifos.extend(fifo);
+        let id = copy(from, source, sink, Some(tx))?;
+        self.outputs.push(id);
+        Ok(id)
     }
 }
 
@@ -148,27 +252,46 @@ fn local_path(uri: &str) -> Result<&str, StdioError> {
     Ok(uri)
 }
 
-fn copy(from: File, to: File, done: Option<Sender<()>>) -> Result<u64, StdioError> {
-    io_loop().copy(from, to, done).map_err(StdioError::Copy)
+fn copy(from: File, source: Source, to: File, done: Option<Sender<()>>) -> Result<u64, StdioError> {
+    io_loop().copy(from, source, to, done).map_err(StdioError::Copy)
 }
 
-/// Opens containerd's stdin FIFO for the IO loop. A blocking open of a
-/// FIFO for reading waits for a writer, so it is opened non-blocking; epoll
-/// reports such a FIFO neither readable nor hung up until a writer has
-/// come, so the copy simply waits for it.
-fn open_stdin(path: &Path) -> Result<File, StdioError> {
-    OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|source| StdioError::Open { path: path.into(), source })
+/// Waits until a reader has the FIFO at `path` open, and returns a writer
+/// that holds it for the caller: runc's shim opens the write side of an
+/// output FIFO with a blocking open, which returns once a reader is there.
+/// Without that, what the process writes before the client's reader comes
+/// sits in a FIFO we alone hold, and is lost when we close it. containerd's
+/// clients (ctr, the CRI, the Go client's cio) open their readers before
+/// Create and Exec, but in a goroutine that may run late under load: an
+/// exec could start, write and exit before it did. Polled with O_NONBLOCK
+/// (ENXIO while no reader is there), so no thread is left blocked in
+/// open(2) if none ever comes.
+fn wait_for_reader(path: &Path) -> Result<File, StdioError> {
+    let started = Instant::now();
+    let mut pause = Duration::from_micros(50);
+    loop {
+        match OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC).open(path) {
+            Ok(w) => {
+                if started.elapsed() > Duration::from_millis(1) {
+                    log::debug!("output fifo {}: reader came after {:.1} ms", path.display(), started.elapsed().as_secs_f64() * 1e3);
+                }
+                return Ok(w);
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {}
+            Err(source) => return Err(StdioError::Open { path: path.into(), source }),
+        }
+        if started.elapsed() >= READER_TIMEOUT {
+            return Err(StdioError::NoReader { path: path.into(), waited: READER_TIMEOUT });
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(10));
+    }
 }
 
-/// Our own end of an output FIFO (or a `file://` log).
-fn open_sink(uri: &str) -> Result<File, StdioError> {
+/// Our own end of an output FIFO (or a `file://` log), and for a FIFO a
+/// second handle on it for the drain at exit.
+fn open_sink(uri: &str) -> Result<(File, Option<File>), StdioError> {
     let path = Path::new(local_path(uri)?);
-    // O_RDWR on a FIFO never blocks on open and never raises SIGPIPE,
-    // whether or not containerd's reader is there right now.
     let is_file = uri.starts_with("file://");
     if is_file {
         // As runc's shim does, a log file's directory is created.
@@ -176,14 +299,24 @@ fn open_sink(uri: &str) -> Result<File, StdioError> {
             std::fs::create_dir_all(dir).map_err(|source| StdioError::Open { path: dir.into(), source })?;
         }
     }
-    OpenOptions::new()
+    let is_fifo = !is_file && std::fs::metadata(path).map(|m| m.file_type().is_fifo()).unwrap_or(false);
+    // Held until our own handle is open, so that the FIFO never loses its
+    // last writer in between (the reader would read end of file).
+    let reader_there = if is_fifo { Some(wait_for_reader(path)?) } else { None };
+    // O_RDWR on a FIFO never blocks on open and never raises SIGPIPE: when
+    // containerd's reader goes (a restart), the FIFO's buffer takes the
+    // output, then back-pressure holds the process until a reader is back.
+    let sink = OpenOptions::new()
         .read(!is_file)
         .write(true)
         .append(is_file)
         .create(is_file)
         .custom_flags(libc::O_CLOEXEC)
         .open(path)
-        .map_err(|source| StdioError::Open { path: path.into(), source })
+        .map_err(|source| StdioError::Open { path: path.into(), source })?;
+    drop(reader_there);
+    let fifo = if is_fifo { Some(sink.try_clone().map_err(|source| StdioError::Open { path: path.into(), source })?) } else { None };
+    Ok((sink, fifo))
 }
 
 /// Who the process's stdio is for.
@@ -264,7 +397,7 @@ fn percent_decode(s: &str) -> String {
 /// /dev/null. With a terminal, the process gets /dev/null here and its pty
 /// later ([`IoHandles::attach_console`]).
 pub fn open(stdin: &str, stdout: &str, stderr: &str, terminal: bool, target: &LogTarget<'_>) -> Result<(Stdio3, IoHandles), StdioError> {
-    let mut io = IoHandles { done: Vec::new(), stdin: None, outputs: Vec::new(), console: None };
+    let mut io = IoHandles { done: Vec::new(), stdin: None, stdin_keepalive: None, outputs: Vec::new(), pty_output: None, fifos: Vec::new(), console: None };
     if terminal {
         return Ok((Stdio3 { stdin: devnull(false)?, stdout: devnull(true)?, stderr: devnull(true)? }, io));
     }
@@ -273,19 +406,16 @@ pub fn open(stdin: &str, stdout: &str, stderr: &str, terminal: bool, target: &Lo
     } else {
         let (r, w) = pipe()?;
         own(&r, target.owner)?;
-        io.stdin = Some(copy(open_stdin(Path::new(local_path(stdin)?))?, File::from(w), None)?);
+        io.open_stdin(stdin, File::from(w))?;
         r
     };
     let mut output = |uri: &str| -> Result<OwnedFd, StdioError> {
         if uri.is_empty() {
             return devnull(true);
         }
-        let sink = open_sink(uri)?;
         let (r, w) = pipe()?;
         own(&w, target.owner)?;
-        let (tx, rx) = channel();
-        io.done.push(rx);
-        io.outputs.push(copy(File::from(r), sink, Some(tx))?);
+        io.output(File::from(r), Source::Stream, uri)?;
         Ok(w)
     };
     if stdout.starts_with("binary://") {
