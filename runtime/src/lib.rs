@@ -21,6 +21,7 @@ pub mod seccomp;
 pub mod spawn;
 pub mod spec;
 pub mod syscall;
+pub mod validate;
 
 /// The hidden subcommand that runs the init stage.
 pub const INIT_ROLE: &str = "init";

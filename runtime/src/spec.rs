@@ -37,6 +37,8 @@ impl Bundle {
     }
 }
 
+/// The rootfs, joined onto the bundle, and every rule of
+/// [`crate::validate`].
 fn validate(path: &Path, dir: &Path, spec: &Spec) -> Result<PathBuf, SpecError> {
     let invalid = |problem: String| SpecError::Invalid { path: path.to_path_buf(), problem };
     let root = spec.root().as_ref().ok_or_else(|| invalid("root is missing".into()))?;
@@ -44,27 +46,7 @@ fn validate(path: &Path, dir: &Path, spec: &Spec) -> Result<PathBuf, SpecError> 
     if !rootfs.is_dir() {
         return Err(SpecError::MissingRootfs { path: rootfs });
     }
-    let process = spec.process().as_ref().ok_or_else(|| invalid("process is missing".into()))?;
-    if process.args().as_ref().is_none_or(|a| a.is_empty()) {
-        return Err(invalid("process.args must name the program to run".into()));
-    }
-    if !process.cwd().is_absolute() {
-        return Err(invalid(format!("process.cwd {} must be absolute", process.cwd().display())));
-    }
-    if let Some(linux) = spec.linux() {
-        for ns in linux.namespaces().iter().flatten() {
-            if let Some(p) = ns.path() {
-                if !p.exists() {
-                    return Err(invalid(format!("{:?} namespace path {} does not exist", ns.typ(), p.display())));
-                }
-            }
-        }
-    }
-    for m in spec.mounts().iter().flatten() {
-        if !m.destination().is_absolute() {
-            return Err(invalid(format!("mount destination {} must be absolute", m.destination().display())));
-        }
-    }
+    crate::validate::check(spec, &rootfs).map_err(|e| invalid(e.to_string()))?;
     Ok(rootfs)
 }
 
