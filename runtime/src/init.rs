@@ -149,6 +149,9 @@ fn stage1(chan: &Channel) -> Result<(), InitError> {
         Linux.setresuid(0).map_err(sys_err("become uid 0 in the user namespace"))?;
     }
     namespaces::unshare(plan.create - CloneFlags::CLONE_NEWUSER)?;
+    if let Job::Init(bundle) = &job {
+        set_time_offsets(bundle)?;
+    }
 
     // Both stages share the sync socket: stage 2 waits on this pipe until
     // stage 1 has reported its pid, so the shim always hears Pid first.
@@ -181,6 +184,15 @@ fn stage1(chan: &Channel) -> Result<(), InitError> {
             std::process::exit(code)
         }
     }
+}
+
+/// `linux.timeOffsets`: a new time namespace takes its offsets before any
+/// process is in it (time_namespaces(7)), so between the unshare and the
+/// fork that puts stage 2 there.
+fn set_time_offsets(bundle: &Bundle) -> Result<(), InitError> {
+    let Some(offsets) = bundle.spec.linux().as_ref().and_then(|l| l.time_offsets().clone()).filter(|o| !o.is_empty()) else { return Ok(()) };
+    let text: String = offsets.iter().map(|(clock, o)| format!("{clock} {} {}\n", o.secs().unwrap_or(0), o.nanosecs().unwrap_or(0))).collect();
+    std::fs::write("/proc/self/timens_offsets", text).map_err(|e| InitError::Unsupported(format!("set linux.timeOffsets through /proc/self/timens_offsets: {e}")))
 }
 
 /// Runs a stage, turning a panic into an error the shim reports for this
@@ -308,14 +320,16 @@ fn stage2_init(chan: &Channel, bundle: &Bundle, config: &InitConfig, plan: &Plan
 fn write_sysctl(key: &str, value: &str) -> Result<(), InitError> {
     use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
     let err = |what: String| InitError::Unsupported(format!("sysctl {key}={value}: {what}"));
-    if key.contains('/') || key.split('.').any(|part| part.is_empty() || part == "..") {
-        return Err(err("not a sysctl name".into()));
-    }
-    let path = Path::new("/proc/sys").join(key.replace('.', "/"));
+    // The shim's validator refused a key with an empty, `.` or `..` part;
+    // RESOLVE_BENEATH below holds even if it had not.
+    let rel = crate::validate::sysctl_path(key);
+    let sys = nix::fcntl::open("/proc/sys", nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
+        .map_err(|e| err(format!("open /proc/sys: {e}")))?;
+    let path = Path::new("/proc/sys").join(&rel);
     let how = OpenHow::new()
         .flags(OFlag::O_WRONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
-        .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-    let fd = openat2(nix::fcntl::AT_FDCWD, &path, how).map_err(|e| err(e.to_string()))?;
+        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS | ResolveFlag::RESOLVE_NO_XDEV);
+    let fd = openat2(&sys, rel.as_str(), how).map_err(|e| err(e.to_string()))?;
     const PROC_SUPER_MAGIC: i64 = 0x9fa0;
     let fs = nix::sys::statfs::fstatfs(&fd).map_err(|e| err(e.to_string()))?;
     if fs.filesystem_type().0 as i64 != PROC_SUPER_MAGIC {

@@ -114,7 +114,9 @@ pub fn open_all(plan: &Plan) -> Result<Vec<(CloneFlags, PathBuf, OwnedFd)>, Name
     plan.join
         .iter()
         .map(|(f, path)| {
-            open(path.as_path(), OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
+            // Non-blocking: a path swapped for a FIFO since the shim checked it
+            // must not hang this stage (setns then refuses it).
+            open(path.as_path(), OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC, Mode::empty())
                 .map(|fd| (*f, path.clone(), fd))
                 .map_err(|errno| NamespaceError::Open { kind: name(*f), path: path.clone(), errno })
         })

@@ -398,11 +398,11 @@ pub fn pivot(sys: &dyn Syscall, rootfs: &Path) -> Result<(), RootfsError> {
     sys.chdir(Path::new("/")).map_err(err("chdir /"))
 }
 
-/// Flags of the mount at `path` that a bind remount must keep: in a user
+/// Flags of the mount at `fd` that a bind remount must keep: in a user
 /// namespace the kernel refuses to clear a locked nosuid, nodev or noexec.
-fn locked_flags(path: &Path) -> MsFlags {
+fn locked_flags(fd: &OwnedFd) -> MsFlags {
     use nix::sys::statvfs::FsFlags;
-    let Ok(st) = nix::sys::statvfs::statvfs(path) else { return MsFlags::empty() };
+    let Ok(st) = nix::sys::statvfs::fstatvfs(fd) else { return MsFlags::empty() };
     let f = st.flags();
     let mut out = MsFlags::empty();
     for (fs, ms) in [
@@ -420,17 +420,49 @@ fn locked_flags(path: &Path) -> MsFlags {
     out
 }
 
+/// Opens `path`, after pivot_root, resolved inside the new root: a symlink
+/// in the image (or one swapped in by a process sharing a volume) cannot
+/// send a masked or readonly path's mount elsewhere, nor hand us something
+/// else as /dev/null (CVE-2025-31133). None if it does not exist.
+fn open_after_pivot(path: &Path) -> Result<Option<OwnedFd>, RootfsError> {
+    let root = open("/", OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(|errno| RootfsError::Mount { what: "open the root".into(), dest: "/".into(), errno })?;
+    match open_in_root(root.as_fd(), path, Create::Nothing) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(ResolveError { errno: Errno::ENOENT, .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Masked and readonly paths are mounted through /proc/self/fd (see
+/// [`open_after_pivot`]): after pivot_root that is the container's procfs.
+fn need_proc() -> Result<(), RootfsError> {
+    if Path::new("/proc/self/fd").is_dir() {
+        return Ok(());
+    }
+    Err(RootfsError::Refused { path: "/proc".into(), problem: "masked and readonly paths need a procfs mounted at /proc in the container".into() })
+}
+
+/// The path mount(2) resolves to the file an fd holds.
+fn fd_path(fd: &OwnedFd) -> PathBuf {
+    use std::os::fd::AsRawFd;
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
 /// `linux.readonlyPaths`, after pivot_root.
 pub fn readonly_paths(sys: &dyn Syscall, paths: &[String]) -> Result<(), RootfsError> {
+    if !paths.is_empty() {
+        need_proc()?;
+    }
     for p in paths {
         let path = Path::new(p);
-        match sys.mount(Some(path), Target::Path(path), None, MsFlags::MS_BIND | MsFlags::MS_REC, None) {
-            Ok(()) => {}
-            Err(Errno::ENOENT) => continue,
-            Err(errno) => return Err(RootfsError::Readonly { path: path.into(), errno }),
-        }
-        let flags = locked_flags(path) | MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC;
-        sys.mount(None, Target::Path(path), None, flags, None).map_err(|errno| RootfsError::Readonly { path: path.into(), errno })?;
+        let Some(fd) = open_after_pivot(path)? else { continue };
+        sys.mount(Some(&fd_path(&fd)), Target::Fd(fd.as_fd()), None, MsFlags::MS_BIND | MsFlags::MS_REC, None)
+            .map_err(|errno| RootfsError::Readonly { path: path.into(), errno })?;
+        // The bind is a new mount on top: remount that one.
+        let Some(bound) = open_after_pivot(path)? else { continue };
+        let flags = locked_flags(&bound) | MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC;
+        sys.mount(None, Target::Fd(bound.as_fd()), None, flags, None).map_err(|errno| RootfsError::Readonly { path: path.into(), errno })?;
     }
     Ok(())
 }
@@ -441,25 +473,30 @@ pub fn mask_paths(sys: &dyn Syscall, paths: &[String]) -> Result<(), RootfsError
     if paths.is_empty() {
         return Ok(());
     }
+    need_proc()?;
     // Never bind something else over a secret: /dev/null must be the real
-    // character device 1:3, not a file or symlink planted by the image.
-    let null = Path::new("/dev/null");
-    let st = nix::sys::stat::lstat(null).map_err(|errno| RootfsError::Mask { path: null.into(), errno })?;
+    // character device 1:3, not a file or symlink planted by the image. It
+    // is checked and bound through one fd, so it cannot be swapped between.
+    let null_path = Path::new("/dev/null");
+    let not_null = || RootfsError::Refused { path: null_path.into(), problem: "is not the null device; refusing to mask paths with it".into() };
+    let null = open_after_pivot(null_path)?.ok_or_else(not_null)?;
+    let st = nix::sys::stat::fstat(&null).map_err(|errno| RootfsError::Mask { path: null_path.into(), errno })?;
     let is_null = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFCHR
         && nix::sys::stat::major(st.st_rdev) == 1
         && nix::sys::stat::minor(st.st_rdev) == 3;
     if !is_null {
-        return Err(RootfsError::Refused { path: null.into(), problem: "is not the null device; refusing to mask paths with it".into() });
+        return Err(not_null());
     }
     for p in paths {
         let path = Path::new(p);
-        match sys.mount(Some(null), Target::Path(path), None, MsFlags::MS_BIND, None) {
-            Ok(()) | Err(Errno::ENOENT) => {}
-            Err(Errno::ENOTDIR) => sys
-                .mount(Some(Path::new("tmpfs")), Target::Path(path), Some("tmpfs"), MsFlags::MS_RDONLY, None)
-                .map_err(|errno| RootfsError::Mask { path: path.into(), errno })?,
-            Err(errno) => return Err(RootfsError::Mask { path: path.into(), errno }),
-        }
+        let Some(fd) = open_after_pivot(path)? else { continue };
+        let is_dir = nix::sys::stat::fstat(&fd).map(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR).unwrap_or(false);
+        let r = if is_dir {
+            sys.mount(Some(Path::new("tmpfs")), Target::Fd(fd.as_fd()), Some("tmpfs"), MsFlags::MS_RDONLY, None)
+        } else {
+            sys.mount(Some(&fd_path(&null)), Target::Fd(fd.as_fd()), None, MsFlags::MS_BIND, None)
+        };
+        r.map_err(|errno| RootfsError::Mask { path: path.into(), errno })?;
     }
     Ok(())
 }
@@ -468,7 +505,9 @@ pub fn mask_paths(sys: &dyn Syscall, paths: &[String]) -> Result<(), RootfsError
 /// (which need mount points, not writes, but sysctl writes come earlier).
 pub fn readonly_root(sys: &dyn Syscall) -> Result<(), RootfsError> {
     let root = Path::new("/");
-    let flags = locked_flags(root) | MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+    let fd = open(root, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(|errno| RootfsError::Readonly { path: root.into(), errno })?;
+    let flags = locked_flags(&fd) | MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
     sys.mount(None, Target::Path(root), None, flags, None).map_err(|errno| RootfsError::Readonly { path: root.into(), errno })
 }
 
