@@ -15,9 +15,8 @@
 //! outlives its timeout fails its step, with its stderr in the error.
 
 use std::io::{Read, Seek, Write};
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use oci_spec::runtime::{Hook, Spec};
@@ -111,23 +110,14 @@ pub fn run(kind: &'static str, hook: &Hook, state: &State, wait: Wait<'_>) -> Re
     let mut errors = memfd("hook-output").map_err(spawn_err)?;
 
     let args = hook.args().clone().unwrap_or_else(|| vec![path.display().to_string()]);
-    let mut cmd = Command::new(&path);
-    if let Some(arg0) = args.first() {
-        use std::os::unix::process::CommandExt;
-        cmd.arg0(arg0);
-    }
-    cmd.args(args.iter().skip(1))
-        .env_clear()
-        .envs(hook.env().iter().flatten().filter_map(|e| e.split_once('=')))
-        .stdin(Stdio::from(input.try_clone().map_err(spawn_err)?))
-        // Output goes to the memfd too: no /dev/null to open, which the
-        // container's device rules may already deny inside the container.
-        .stdout(Stdio::from(errors.try_clone().map_err(spawn_err)?))
-        .stderr(Stdio::from(errors.try_clone().map_err(spawn_err)?));
-    crate::unblock_signals_in_child(&mut cmd);
-    let child = cmd.spawn().map_err(spawn_err)?;
-    let pid = child.id() as i32;
-    drop(child);
+    let args = if args.is_empty() { vec![path.display().to_string()] } else { args };
+    let argv: Vec<&std::ffi::OsStr> = args.iter().map(|a| std::ffi::OsStr::new(a.as_str())).collect();
+    // Only the hook's own environment. Output goes to the memfd too: no
+    // /dev/null to open, which the container's device rules may already
+    // deny inside the container.
+    let env = hook.env().clone().unwrap_or_default();
+    let fds = [input.as_raw_fd(), errors.as_raw_fd(), errors.as_raw_fd()];
+    let pid = crate::spawn::helper(&path, &argv, &env, &fds).map_err(spawn_err)?;
     let timeout = hook.timeout().filter(|t| *t > 0);
     let code = wait(pid, timeout.map(|t| Duration::from_secs(t as u64)));
     let mut stderr = String::new();

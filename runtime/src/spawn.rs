@@ -110,6 +110,48 @@ pub fn start(spec: &Spawn<'_>) -> std::io::Result<i32> {
         return clone(spec, None);
     }
     let p = Prepared::new(spec)?;
+    posix_spawn(&p.exe, &p.argv_p, &p.envp_p, &sources, Some(&p.cwd))
+}
+
+/// Starts a helper of the shim (a hook, a `binary://` logger) with
+/// posix_spawn: `fds` become its fds 0, 1, 2, 3, …; its environment is
+/// exactly `env`; it keeps the shim's working directory. Returns its pid,
+/// or the error of its execve.
+///
+/// Not std's Command: with a pre_exec closure it forks, and when the
+/// execve fails it waits for the child with waitpid(pid) and panics if
+/// that fails. In the shim the reaper's waitpid(-1) can reap the child
+/// first, and a hook that did not exist took the pod's shim down with
+/// that panic (issue #12, case 3). Here the child is the reaper's alone.
+pub fn helper(exe: &Path, argv: &[&OsStr], env: &[String], fds: &[RawFd]) -> std::io::Result<i32> {
+    let exe = cstring(exe.as_os_str().as_bytes())?;
+    let argv: Vec<CString> = argv.iter().map(|a| cstring(a.as_bytes())).collect::<Result<_, _>>()?;
+    let env: Vec<CString> = env.iter().map(|e| cstring(e.as_bytes())).collect::<Result<_, _>>()?;
+    let argv_p: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).chain([std::ptr::null()]).collect();
+    let envp_p: Vec<*const libc::c_char> = env.iter().map(|e| e.as_ptr()).chain([std::ptr::null()]).collect();
+    // Sources above every target, so that no dup2 overwrites a source
+    // still to be placed; these copies are close-on-exec and ours.
+    let above = fds.len() as RawFd + 3;
+    let high: Vec<OwnedFd> = fds
+        .iter()
+        .map(|&fd| {
+            // SAFETY: F_DUPFD_CLOEXEC returns a new fd, owned here.
+            let h = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, above) };
+            if h < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // SAFETY: h is a new fd.
+            Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(h) })
+        })
+        .collect::<Result<_, _>>()?;
+    let sources: Vec<RawFd> = high.iter().map(|f| f.as_raw_fd()).collect();
+    posix_spawn(&exe, &argv_p, &envp_p, &sources, None)
+}
+
+/// posix_spawn with `fds` dup2'ed onto 0, 1, 2, …, SIGPIPE at its default
+/// and no signal blocked, and `cwd` if given. glibc runs the child as
+/// CLONE_VM|CLONE_VFORK and returns its execve error.
+fn posix_spawn(exe: &CString, argv: &[*const libc::c_char], envp: &[*const libc::c_char], fds: &[RawFd], cwd: Option<&CString>) -> std::io::Result<i32> {
     let mut actions = std::mem::MaybeUninit::<libc::posix_spawn_file_actions_t>::uninit();
     let mut attr = std::mem::MaybeUninit::<libc::posix_spawnattr_t>::uninit();
     // SAFETY: the posix_spawn objects are initialised before use and
@@ -126,11 +168,13 @@ pub fn start(spec: &Spawn<'_>) -> std::io::Result<i32> {
         }
         let result = (|| {
             // dup2 onto another number clears close-on-exec on the copy;
-            // the sources (all above KEEP_FD) stay close-on-exec.
-            for (target, fd) in (0..).zip(sources) {
+            // the sources (all above the targets) stay close-on-exec.
+            for (target, &fd) in (0..).zip(fds) {
                 check(libc::posix_spawn_file_actions_adddup2(actions.as_mut_ptr(), fd, target))?;
             }
-            check(libc::posix_spawn_file_actions_addchdir_np(actions.as_mut_ptr(), p.cwd.as_ptr()))?;
+            if let Some(cwd) = cwd {
+                check(libc::posix_spawn_file_actions_addchdir_np(actions.as_mut_ptr(), cwd.as_ptr()))?;
+            }
             // What std's Command also restores: default SIGPIPE (the shim
             // ignores it) and no blocked signal (the shim blocks SIGCHLD).
             let mut set: libc::sigset_t = std::mem::zeroed();
@@ -140,7 +184,7 @@ pub fn start(spec: &Spawn<'_>) -> std::io::Result<i32> {
             check(libc::posix_spawnattr_setsigdefault(attr.as_mut_ptr(), &set))?;
             check(libc::posix_spawnattr_setflags(attr.as_mut_ptr(), (libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF) as libc::c_short))?;
             let mut pid: libc::pid_t = 0;
-            check(libc::posix_spawn(&mut pid, p.exe.as_ptr(), actions.as_ptr(), attr.as_ptr(), p.argv_p.as_ptr() as *const *mut libc::c_char, p.envp_p.as_ptr() as *const *mut libc::c_char))?;
+            check(libc::posix_spawn(&mut pid, exe.as_ptr(), actions.as_ptr(), attr.as_ptr(), argv.as_ptr() as *const *mut libc::c_char, envp.as_ptr() as *const *mut libc::c_char))?;
             Ok(pid)
         })();
         libc::posix_spawnattr_destroy(attr.as_mut_ptr());

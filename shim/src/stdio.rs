@@ -132,6 +132,14 @@ fn wait_consumed(fifo: File, deadline: Instant) {
     }
 }
 
+/// Handles dropped without a Delete (a Create or exec Start that failed
+/// after its stdio was opened) must not leave copies in the IO loop.
+impl Drop for IoHandles {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
 impl IoHandles {
     pub fn take_outputs(&mut self) -> Drain {
         Drain { done: std::mem::take(&mut self.done), pty_output: self.pty_output, fifos: std::mem::take(&mut self.fifos) }
@@ -347,25 +355,14 @@ fn start_logger(uri: &str, target: &LogTarget<'_>) -> Result<(OwnedFd, OwnedFd),
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
     let (ready_r, ready_w) = pipe()?;
-    let fds = [out_r.as_raw_fd(), err_r.as_raw_fd(), ready_w.as_raw_fd()];
-    let mut cmd = std::process::Command::new(path);
-    cmd.args(&args)
-        .env_clear()
-        .env("CONTAINER_ID", target.container_id)
-        .env("CONTAINER_NAMESPACE", target.namespace)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    // SAFETY: place_fds is async-signal-safe; the logger gets the two
-    // streams and the ready pipe as fds 3, 4 and 5.
-    unsafe {
-        use std::os::unix::process::CommandExt;
-        cmd.pre_exec(move || runtime::spawn::place_fds(fds, 3));
-    }
-    // The logger's exit is reaped and dropped by the shim's reaper: the
-    // handle is never waited on, as in containerd's own shims.
-    runtime::unblock_signals_in_child(&mut cmd);
-    cmd.spawn().map_err(|source| StdioError::Open { path: path.into(), source })?;
+    let null_in = devnull(false)?;
+    let null_out = devnull(true)?;
+    let env = [format!("CONTAINER_ID={}", target.container_id), format!("CONTAINER_NAMESPACE={}", target.namespace)];
+    let argv: Vec<&std::ffi::OsStr> = std::iter::once(path).chain(args.iter().map(String::as_str)).map(std::ffi::OsStr::new).collect();
+    let fds = [null_in.as_raw_fd(), null_out.as_raw_fd(), null_out.as_raw_fd(), out_r.as_raw_fd(), err_r.as_raw_fd(), ready_w.as_raw_fd()];
+    // The logger's exit is reaped and dropped by the shim's reaper: nothing
+    // waits for it, as in containerd's own shims.
+    runtime::spawn::helper(Path::new(path), &argv, &env, &fds).map_err(|source| StdioError::Open { path: path.into(), source })?;
     drop((out_r, err_r, ready_w));
     let mut byte = [0u8; 1];
     File::from(ready_r).read(&mut byte).map_err(|source| StdioError::Open { path: path.into(), source })?;
