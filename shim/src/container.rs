@@ -200,25 +200,68 @@ fn cgroup_dir(entry: &Entry) -> Result<Option<OwnedFd>, ContainerError> {
     Ok(Some(fd.into()))
 }
 
+/// A step of Create to undo unless Create finishes: on an error, and as
+/// well when a panic unwinds through Create (rpc.rs catches it, and the
+/// pod's shim goes on), so a failed Create leaves no cgroup or mount.
+struct Undo<T> {
+    value: Option<T>,
+    undo: fn(&mut T),
+}
+
+impl<T> Undo<T> {
+    fn new(value: T, undo: fn(&mut T)) -> Undo<T> {
+        Undo { value: Some(value), undo }
+    }
+
+    /// Create finished: the step stays.
+    fn keep(mut self) -> T {
+        self.value.take().expect("an Undo is kept once")
+    }
+}
+
+impl<T> std::ops::Deref for Undo<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        self.value.as_ref().expect("an Undo is used before it is kept")
+    }
+}
+
+impl<T> std::ops::DerefMut for Undo<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        self.value.as_mut().expect("an Undo is used before it is kept")
+    }
+}
+
+impl<T> Drop for Undo<T> {
+    fn drop(&mut self) {
+        if let Some(v) = self.value.as_mut() {
+            (self.undo)(v);
+        }
+    }
+}
+
+/// Stage 1, and anything it forked, is in the cgroup: this kills it all
+/// and removes the cgroup.
+fn destroy_cgroup(cg: &mut FsCgroup) {
+    if let Err(e) = cg.destroy() {
+        log::warn!("clean up cgroup {} after failed create: {e}", cg.path());
+    }
+}
+
 impl Container {
     /// Prepares everything and leaves the process waiting for Start. On
     /// failure nothing is left: no process, cgroup or mount.
     pub fn create(req: CreateRequest<'_>) -> Result<Container, ContainerError> {
         let rootfs = req.bundle.join("rootfs");
-        let mounted = rootfs_mounts::mount_all(req.rootfs, &rootfs)?;
-        let result = Self::create_on_rootfs(&req);
-        match result {
-            Ok(mut c) => {
-                c.mounted_rootfs = mounted.then_some(rootfs);
-                Ok(c)
+        let mounted = rootfs_mounts::mount_all(req.rootfs, &rootfs)?.then_some(rootfs);
+        let mounted = Undo::new(mounted, |m| {
+            if let Some(rootfs) = m {
+                rootfs_mounts::unmount(rootfs);
             }
-            Err(e) => {
-                if mounted {
-                    rootfs_mounts::unmount(&rootfs);
-                }
-                Err(e)
-            }
-        }
+        });
+        let mut c = Self::create_on_rootfs(&req)?;
+        c.mounted_rootfs = mounted.keep();
+        Ok(c)
     }
 
     fn create_on_rootfs(req: &CreateRequest<'_>) -> Result<Container, ContainerError> {
@@ -231,7 +274,7 @@ impl Container {
         if from_systemd {
             log::info!("no systemd cgroup driver: using cgroupfs path {cg_path} for {:?}", linux.cgroups_path());
         }
-        let mut cg = FsCgroup::new(&cg_path)?;
+        let cg = FsCgroup::new(&cg_path)?;
         // Delete kills what the container's cgroup holds: a spec must not
         // name a cgroup that already has processes (another container's,
         // or the host's own services), as runc 1.2 refuses too.
@@ -239,14 +282,9 @@ impl Container {
         if !in_use.is_empty() {
             return Err(cgroup::CgroupError::InUse { path: linux.cgroups_path().as_ref().map(|p| p.display().to_string()).unwrap_or_default(), pids: in_use }.into());
         }
-        let prepared = cg.prepare().map_err(ContainerError::from).and_then(|entry| Ok((cgroup_dir(&entry)?, entry)));
-        let (dir, entry) = match prepared {
-            Ok(p) => p,
-            Err(e) => {
-                let _ = cg.destroy();
-                return Err(e);
-            }
-        };
+        let mut cg = Undo::new(cg, destroy_cgroup);
+        let entry = cg.prepare()?;
+        let dir = cgroup_dir(&entry)?;
         phase("cgroup manager ready");
         let config = InitConfig {
             id: req.id.to_string(),
@@ -267,7 +305,7 @@ impl Container {
             &req.io,
             &LogTarget { container_id: req.id, namespace: req.namespace, owner: io_owner },
             &what,
-            |pid| enter_cgroup(&mut cg, &entry, pid),
+            |pid| enter_cgroup(&mut *cg, &entry, pid),
             |pid| {
                 let hooks = bundle.spec.hooks().clone().unwrap_or_default();
                 let state = State::new(&bundle.spec, req.id, "creating", pid, req.bundle);
@@ -284,17 +322,8 @@ impl Container {
             None => Ok(launched),
         });
         phase("init stage ready, resources applied");
-        let (created, handles) = match launched {
-            Ok(l) => l,
-            Err(e) => {
-                // Stage 1, and anything it forked, is in the cgroup: this
-                // kills it all and removes the cgroup.
-                if let Err(e) = cg.destroy() {
-                    log::warn!("clean up cgroup {cg_path} after failed create: {e}");
-                }
-                return Err(e);
-            }
-        };
+        let (created, handles) = launched?;
+        let cg = cg.keep();
         Ok(Container {
             id: req.id.to_string(),
             namespace: req.namespace.to_string(),
