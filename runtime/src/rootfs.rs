@@ -305,7 +305,10 @@ fn mount_cgroup(sys: &dyn Syscall, root: &OwnedFd, dest: &Path, opts: &MountOpti
         let sub = dest.join(name);
         let t = open_in_root(root.as_fd(), &sub, Create::Dir)?;
         if ctx.cgroup_ns {
-            let option = name.strip_prefix("name=").map(|_| name.clone()).unwrap_or_else(|| name.clone());
+            // A fresh mount of the hierarchy, in the container's cgroup
+            // namespace: named by its controllers (`cpu,cpuacct`) or its
+            // name (`name=systemd`), not by its directory.
+            let option = v1_hierarchy(host).unwrap_or_else(|| name.clone());
             mount(sys, Some(Path::new("cgroup")), Target::Fd(t.as_fd()), Some("cgroup"), opts.flags, Some(&option), "cgroup", &sub)?;
         } else {
             mount(sys, Some(host), Target::Fd(t.as_fd()), None, MsFlags::MS_BIND | MsFlags::MS_REC, None, "cgroup bind", &sub)?;
@@ -319,6 +322,28 @@ fn mount_cgroup(sys: &dyn Syscall, root: &OwnedFd, dest: &Path, opts: &MountOpti
         mount(sys, None, Target::Fd(target.as_fd()), None, tmpfs_flags | MsFlags::MS_RDONLY | MsFlags::MS_REMOUNT, Some("mode=755"), "cgroup tmpfs ro", dest)?;
     }
     Ok(())
+}
+
+/// The v1 controllers, or `name=...`, of the hierarchy holding `dir`, from
+/// the super options of its mount in /proc/self/mountinfo (which, in our
+/// new mount namespace before pivot_root, still shows the host's).
+fn v1_hierarchy(dir: &Path) -> Option<String> {
+    const CONTROLLERS: [&str; 14] =
+        ["cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "net_cls", "net_prio", "blkio", "perf_event", "hugetlb", "pids", "rdma", "misc"];
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let (_, options) = info
+        .lines()
+        .filter_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let mut r = right.split_whitespace();
+            (r.next()? == "cgroup").then_some(())?;
+            let options = r.nth(1)?;
+            let point = Path::new(left.split_whitespace().nth(4)?);
+            dir.starts_with(point).then(|| (point.components().count(), options))
+        })
+        .max_by_key(|(depth, _)| *depth)?;
+    let wanted: Vec<&str> = options.split(',').filter(|o| o.starts_with("name=") || CONTROLLERS.contains(o)).collect();
+    (!wanted.is_empty()).then(|| wanted.join(","))
 }
 
 /// The devices every container gets, as in runc's specconv.AllowedDevices.
