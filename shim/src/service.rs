@@ -75,6 +75,12 @@ fn on_oom_wakeup(cell: &Cell, events: &Arc<Events>) {
     }
 }
 
+/// runc's rule for container ids (validateID): they name the default
+/// cgroup and appear in paths, so nothing that could walk a path.
+fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 1024 && id != "." && id != ".." && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"_+.-".contains(&b))
+}
+
 fn unimplemented(what: &str) -> ttrpc::Error {
     status(Code::UNIMPLEMENTED, format!("{what} is not implemented yet by containerd-shim-rust-v2"))
 }
@@ -196,6 +202,9 @@ impl Service {
 impl Task for Service {
     fn create(&self, _ctx: &TtrpcContext, req: api::CreateTaskRequest) -> ttrpc::Result<api::CreateTaskResponse> {
         log::info!("create {} bundle {}", req.id, req.bundle);
+        if !valid_id(&req.id) {
+            return Err(status(Code::INVALID_ARGUMENT, format!("container id {:?} is not valid: it must be 1 to 1024 of A-Z a-z 0-9 _ + . - and not . or ..", req.id)));
+        }
         if self.containers.locked().contains_key(&req.id) {
             return Err(status(Code::ALREADY_EXISTS, format!("container {} already exists", req.id)));
         }
