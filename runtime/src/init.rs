@@ -267,6 +267,7 @@ fn stage2_init(chan: &Channel, bundle: &Bundle, config: &InitConfig, plan: &Plan
     // Before pivot_root, so the path resolves on the host, in our namespaces.
     hooks::run_all("createContainer", hooks.create_container().as_ref(), &state("creating"), &hooks::waitpid)?;
     rootfs::pivot(&sys, &bundle.rootfs)?;
+    rootfs::root_propagation(&sys, linux.rootfs_propagation().as_deref())?;
 
     // sysctl writes need /proc/sys writable, so they precede readonlyPaths.
     for (key, value) in linux.sysctl().iter().flatten() {

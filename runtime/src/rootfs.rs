@@ -176,6 +176,13 @@ pub fn prepare(sys: &dyn Syscall, spec: &Spec, ctx: &RootfsContext<'_>) -> Resul
         .and_then(propagation)
         .unwrap_or(MsFlags::MS_SLAVE | MsFlags::MS_REC);
     mount(sys, None, Target::Path(Path::new("/")), None, root_prop | MsFlags::MS_REC, None, "propagation", Path::new("/"))?;
+    // pivot_root(2) fails with EINVAL when the new root's parent mount is
+    // shared, which it is after an `rshared` above (CRI asks for that when
+    // a volume has Bidirectional propagation). runc makes the mount that
+    // holds the rootfs private, so that the bind below is private too, and
+    // applies the propagation asked for to the new root after the pivot
+    // ([`pivot`]).
+    parent_mount_private(sys, ctx.rootfs)?;
 
     // pivot_root needs the new root to be a mount point.
     mount(
@@ -406,6 +413,32 @@ fn setup_dev(sys: &dyn Syscall, root: &OwnedFd, spec_devices: &[LinuxDevice], in
     }
 }
 
+/// Makes the mount that holds `path` private (not recursively): runc's
+/// rootfsParentMountPrivate. MS_PRIVATE on a directory that is not a mount
+/// point fails with EINVAL, so the walk goes up until one takes it.
+fn parent_mount_private(sys: &dyn Syscall, path: &Path) -> Result<(), RootfsError> {
+    let mut at = path.to_path_buf();
+    loop {
+        match sys.mount(None, Target::Path(&at), None, MsFlags::MS_PRIVATE, None) {
+            Ok(()) => return Ok(()),
+            Err(Errno::EINVAL) if at.pop() => {}
+            Err(errno) => return Err(RootfsError::Mount { what: "make the rootfs's parent mount private".into(), dest: at, errno }),
+        }
+    }
+}
+
+/// After pivot_root: `linux.rootfsPropagation` for the new root, when it
+/// asks for more than private (shared or slave). The rootfs was made
+/// private for the pivot ([`prepare`]); a mount in the container must
+/// propagate as asked (runc 1.2 does this too; 1.1 left it private).
+pub fn root_propagation(sys: &dyn Syscall, propagation_word: Option<&str>) -> Result<(), RootfsError> {
+    let Some(flags) = propagation_word.and_then(propagation) else { return Ok(()) };
+    if flags.contains(MsFlags::MS_PRIVATE) {
+        return Ok(());
+    }
+    mount(sys, None, Target::Path(Path::new("/")), None, flags, None, "root propagation", Path::new("/"))
+}
+
 /// pivot_root(".", ".") as runc does it: no put_old directory is needed in
 /// the image, and the old root is detached before anything else runs.
 pub fn pivot(sys: &dyn Syscall, rootfs: &Path) -> Result<(), RootfsError> {
@@ -593,11 +626,14 @@ mod tests {
         let calls = rec.calls();
         let r = rootfs.path().display().to_string();
         assert!(calls[0].starts_with("mount - / - MsFlags(MS_REC | MS_SLAVE)"), "{calls:#?}");
-        assert!(calls[1].starts_with(&format!("mount {r} {r} - MsFlags(MS_BIND | MS_REC)")), "{calls:#?}");
-        assert!(calls[2].starts_with(&format!("mount proc {r}/proc proc")), "{calls:#?}");
+        // The mount holding the rootfs goes private before the bind, so
+        // that pivot_root works under rshared too.
+        assert!(calls[1].starts_with(&format!("mount - {r} - MsFlags(MS_PRIVATE)")), "{calls:#?}");
+        assert!(calls[2].starts_with(&format!("mount {r} {r} - MsFlags(MS_BIND | MS_REC)")), "{calls:#?}");
+        assert!(calls[3].starts_with(&format!("mount proc {r}/proc proc")), "{calls:#?}");
         // The symlink to /etc resolved inside the rootfs.
-        assert!(calls[3].starts_with(&format!("mount {} {r}/etc/data - MsFlags(MS_BIND | MS_REC)", src.path().display())), "{calls:#?}");
-        assert!(calls[4].contains("MS_RDONLY") && calls[4].contains("MS_REMOUNT") && calls[4].contains("MS_NOSUID"), "{calls:#?}");
+        assert!(calls[4].starts_with(&format!("mount {} {r}/etc/data - MsFlags(MS_BIND | MS_REC)", src.path().display())), "{calls:#?}");
+        assert!(calls[5].contains("MS_RDONLY") && calls[5].contains("MS_REMOUNT") && calls[5].contains("MS_NOSUID"), "{calls:#?}");
         assert!(!Path::new("/etc/data").exists());
         assert!(calls.iter().any(|c| c == &format!("mknod {r}/dev/null SFlag(S_IFCHR) 666 259")), "{calls:#?}");
         assert!(calls.iter().any(|c| c == &format!("symlink {r}/dev/ptmx -> pts/ptmx")), "{calls:#?}");
