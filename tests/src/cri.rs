@@ -979,6 +979,15 @@ impl Drop for CriContainerd {
             }
         }
         drop(self.cni.take());
+        // Mounts a test made in its scratch directory (volumes), deepest
+        // first, even when it panicked before unmounting them.
+        let mut mounts = host::mounts_under(&self.work);
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
+        for m in mounts {
+            if let Err(e) = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH) {
+                eprintln!("cleanup: umount {}: {e}", m.display());
+            }
+        }
         if host::mounts_under(&self.work).is_empty() {
             if let Err(e) = fs::remove_dir_all(&self.work) {
                 eprintln!("cannot remove {}: {e}", self.work.display());

@@ -1022,3 +1022,92 @@ fn device_access() {
     );
     tear_down(&cri, &pod, &[&c]);
 }
+
+/// Volume mount propagation (issue #13): a volume with Bidirectional
+/// propagation makes containerd ask for `rootfsPropagation: rshared`, and
+/// pivot_root refuses a new root whose parent mount is shared (EINVAL), so
+/// such a pod could not start. For each CRI propagation mode, a mount the
+/// host makes under the volume after the container started, and one the
+/// container makes there, must show up on the other side exactly as the
+/// mode says: private neither way, HostToContainer (rslave) host to
+/// container only, Bidirectional (rshared) both ways.
+#[test]
+fn volume_mount_propagation_both_directions() {
+    use k8s_cri::v1::MountPropagation;
+    let cri = CriContainerd::start();
+    // The volume's host path sits on a mount of its own made shared, as
+    // containerd requires for Bidirectional (and shared or slave for
+    // HostToContainer).
+    let base = cri.work_dir().join("propagation");
+    std::fs::create_dir_all(&base).expect("mkdir propagation");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(args[0]).args(&args[1..]).output().expect("run a host command");
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let b = base.display().to_string();
+    run(&["mount", "-t", "tmpfs", "rsv2-prop", &b]);
+    run(&["mount", "--make-shared", &b]);
+    let modes = [
+        ("private", MountPropagation::PropagationPrivate, false, false),
+        ("rslave", MountPropagation::PropagationHostToContainer, true, false),
+        ("rshared", MountPropagation::PropagationBidirectional, true, true),
+    ];
+    let mut pod_config = cri.pod_config("propagation");
+    if let Some(sc) = pod_config.linux.as_mut().and_then(|l| l.security_context.as_mut()) {
+        sc.privileged = true;
+    }
+    let pod = cri.run_pod(pod_config);
+    let mut containers = Vec::new();
+    for (name, mode, _, _) in modes {
+        let dir = base.join(name);
+        std::fs::create_dir_all(&dir).expect("mkdir volume");
+        let mut config = sleeper(&cri, &format!("prop-{name}"));
+        config.mounts = vec![k8s_cri::v1::Mount {
+            container_path: "/mnt/v".into(),
+            host_path: dir.display().to_string(),
+            propagation: mode as i32,
+            ..Default::default()
+        }];
+        if let Some(l) = config.linux.as_mut() {
+            l.security_context = Some(LinuxContainerSecurityContext { privileged: true, ..Default::default() });
+        }
+        let id = cri.run_container(&pod, &config);
+        let spec = cri.container_info(&id)["runtimeSpec"].clone();
+        containers.push((name, id, spec));
+    }
+    let mut problems = Vec::new();
+    for ((name, _, host_to_ctr, ctr_to_host), (_, id, spec)) in modes.iter().zip(&containers) {
+        if *name == "rshared" && spec["linux"]["rootfsPropagation"] != "rshared" {
+            problems.push(format!("containerd did not ask for an rshared rootfs: {}", spec["linux"]));
+        }
+        // Host to container: a tmpfs mounted under the volume now.
+        let from_host = base.join(name).join("from-host");
+        std::fs::create_dir_all(&from_host).expect("mkdir from-host");
+        run(&["mount", "-t", "tmpfs", "from-host", &from_host.display().to_string()]);
+        std::fs::write(from_host.join("marker"), "host").expect("write marker");
+        let seen = cri.exec_sync(id, &["sh", "-c", "cat /mnt/v/from-host/marker 2>/dev/null || echo none"]);
+        let seen = String::from_utf8_lossy(&seen.stdout).trim().to_string();
+        if (seen == "host") != *host_to_ctr {
+            problems.push(format!("{name}: a host mount under the volume is {} in the container ({seen:?})", if *host_to_ctr { "not visible" } else { "visible" }));
+        }
+        // Container to host.
+        let out = cri.exec_sync(id, &["sh", "-c", "mkdir -p /mnt/v/from-ctr && mount -t tmpfs from-ctr /mnt/v/from-ctr && echo ctr > /mnt/v/from-ctr/marker && echo mounted"]);
+        if !String::from_utf8_lossy(&out.stdout).contains("mounted") {
+            problems.push(format!("{name}: the container could not mount under its volume: {out:?}"));
+        }
+        let marker = std::fs::read_to_string(base.join(name).join("from-ctr/marker")).unwrap_or_default();
+        if (marker.trim() == "ctr") != *ctr_to_host {
+            problems.push(format!("{name}: a container mount under the volume is {} on the host", if *ctr_to_host { "not visible" } else { "visible" }));
+        }
+    }
+    let ids: Vec<&str> = containers.iter().map(|(_, id, _)| id.as_str()).collect();
+    tear_down(&cri, &pod, &ids);
+    // Everything under the base, deepest first, then the base.
+    let mut mounts = host::mounts_under(&base);
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
+    for m in mounts {
+        let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
+    }
+    let _ = std::fs::remove_dir_all(&base);
+    assert!(problems.is_empty(), "mount propagation:\n{}", problems.join("\n"));
+}
