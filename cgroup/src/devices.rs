@@ -34,11 +34,23 @@ pub fn default_rules() -> Vec<LinuxDeviceCgroup> {
 }
 
 /// `resources` with the default rules after the spec's, when it has device
-/// rules at all.
+/// rules at all, and every missing major or minor made an explicit -1.
+/// cgroups-rs 0.5.1's v1 writer turns a missing number into 0, so the rule
+/// `c 136:* rwm` (every pty) landed as `c 136:0 rwm`: only /dev/pts/0
+/// opened, and a second terminal failed with EPERM (issue #13). It writes
+/// -1 as `*`; the v2 filter (ebpf.rs) takes either as a wildcard.
 pub fn with_defaults(resources: &LinuxResources) -> LinuxResources {
     let mut r = resources.clone();
     if let Some(mut rules) = r.devices().clone() {
         rules.extend(default_rules());
+        for rule in &mut rules {
+            if rule.major().is_none() {
+                rule.set_major(Some(-1));
+            }
+            if rule.minor().is_none() {
+                rule.set_minor(Some(-1));
+            }
+        }
         r.set_devices(Some(rules));
     }
     r
@@ -54,9 +66,17 @@ mod tests {
         let deny_all = LinuxDeviceCgroupBuilder::default().allow(false).access("rwm").build().unwrap();
         let r = LinuxResourcesBuilder::default().devices(vec![deny_all.clone()]).build().unwrap();
         let rules = with_defaults(&r).devices().clone().unwrap();
-        assert_eq!(rules[0], deny_all);
+        // The spec's deny-all first, its wildcards made explicit.
+        let mut explicit = deny_all.clone();
+        explicit.set_major(Some(-1));
+        explicit.set_minor(Some(-1));
+        assert_eq!(rules[0], explicit);
         assert_eq!(rules.len(), 1 + default_rules().len());
-        assert!(rules.iter().all(|d| d.major().is_some() || !d.allow()), "no wildcard allow: {rules:?}");
+        assert!(rules.iter().all(|d| d.major() != Some(-1) || !d.allow()), "no wildcard-major allow: {rules:?}");
+        // Wildcards are explicit, for cgroups-rs's v1 writer.
+        assert!(rules.iter().all(|d| d.major().is_some() && d.minor().is_some()), "{rules:?}");
+        let ptys = rules.iter().find(|d| d.major() == Some(136)).unwrap();
+        assert_eq!(ptys.minor(), Some(-1));
         let none = LinuxResourcesBuilder::default().build().unwrap();
         assert!(with_defaults(&none).devices().is_none());
     }
