@@ -1300,3 +1300,54 @@ fn exec_across_containerd_restart() {
     ctd.assert_no_leftovers(&id);
     ctd.finish();
 }
+
+/// Every pty of the container's devpts opens (issue #13): the default
+/// device rule `c 136:* rwm` used to land in devices.list as `c 136:0`
+/// (cgroups-rs turned the wildcard minor into 0), so only /dev/pts/0
+/// opened. A container that has a terminal, and two terminal execs at
+/// once into it, each get a pty of their own; runc's shim the same.
+#[test]
+fn terminal_execs_each_get_a_pty() {
+    let ctd = PrivateContainerd::start();
+    for runtime in [integration_tests::RUNC_RUNTIME.to_string(), integration_tests::runtime_under_test()] {
+        let id = ctd.unique_id("ptys");
+        // The init holds /dev/pts/0 for as long as it runs.
+        let run = ctd.run(&id, &["/bin/sleep", "100000"]).runtime(&runtime).args_with(&["-t", "-d"]);
+        let out = under_pty(&ctd, &ctd.ctr_shell_line(&run), b"");
+        assert_exit(&ctd, &out, 0, &format!("{runtime}: ctr run -t -d"));
+        ctd.wait_for_status(&id, RUNNING, Duration::from_secs(20));
+        let lines: Vec<String> = (0..2)
+            .map(|n| ctd.ctr_shell_line(&ctd.exec(&id, &format!("pty{n}"), &["/bin/sh", "-c", "tty; sleep 2; echo done"]).args(&["-t"])))
+            .collect();
+        let execs: Vec<_> = lines
+            .into_iter()
+            .map(|line| {
+                std::thread::spawn(move || {
+                    let mut cmd = Command::new(SCRIPT);
+                    cmd.args(["-q", "-e", "-c", &line, "/dev/null"]);
+                    integration_tests::output_with_input(&mut cmd, b"", Duration::from_secs(60))
+                })
+            })
+            .collect();
+        let mut ptys = BTreeSet::new();
+        for (n, e) in execs.into_iter().enumerate() {
+            let mut out = e.join().expect("exec thread").unwrap_or_else(|o| panic!("{runtime}: exec {n} hung: {}", stdout(&o)));
+            out.stdout.retain(|b| *b != b'\r' && *b != 0);
+            let lines = pty_lines(&out);
+            assert!(
+                out.status.success() && lines.first().is_some_and(|l| l.starts_with("/dev/pts/")) && lines.iter().any(|l| l == "done"),
+                "{runtime}: terminal exec {n}: {lines:?}\n{}\n{}",
+                stderr(&out),
+                ctd.log_tail(30)
+            );
+            ptys.insert(lines[0].clone());
+        }
+        assert_eq!(ptys.len(), 2, "{runtime}: the two execs shared a pty: {ptys:?}");
+        assert!(!ptys.contains("/dev/pts/0"), "{runtime}: an exec got the init's pty: {ptys:?}");
+        let list = fs::read_to_string(host::cgroup_path("devices", &ctd.cgroup_rel(&id)).join("devices.list")).unwrap_or_default();
+        assert!(list.lines().any(|l| l == "c 136:* rwm"), "{runtime}: devices.list has no rule for every pty:\n{list}");
+        ctd.remove(&id);
+        ctd.assert_no_leftovers(&id);
+    }
+    ctd.finish();
+}
