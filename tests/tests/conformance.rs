@@ -1570,3 +1570,106 @@ fn init_exit_without_pid_namespace_kills_the_rest() {
     assert_no_problems(&problems, "init exit without a pid namespace");
     ctd.finish();
 }
+
+// ---------------------------------------------------------------------------
+// 6. What containerd and Kubernetes look at closely (issue #13), compared
+//    with runc's shim in the same run.
+// ---------------------------------------------------------------------------
+
+/// The optional fields of the mountinfo line of `/` (`shared:N`,
+/// `master:N`), as propagation words, for a comparison that does not
+/// depend on the peer group numbers.
+const ROOT_PROPAGATION: &str = "awk '$5 == \"/\" { p=\"private\"; for (i=7; $i != \"-\"; i++) { if ($i ~ /^shared:/) p=\"shared\"; if ($i ~ /^master:/) p=(p==\"shared\" ? \"shared+slave\" : \"slave\") }; print p }' /proc/self/mountinfo | tail -n 1";
+
+#[test]
+fn runc_diff_of_what_kubernetes_looks_at() {
+    let ctd = PrivateContainerd::start();
+    let mut seen: BTreeMap<String, BTreeMap<&str, String>> = BTreeMap::new();
+    for (tag, runtime) in tagged_runtimes() {
+        let mut got = BTreeMap::new();
+        // oom_score_adj the container inherits: containerd's + 1.
+        let id = ctd.unique_id("diffoom");
+        let out = ctd.run(&id, &["/bin/cat", "/proc/self/oom_score_adj"]).runtime(&runtime).rm();
+        got.insert("oom_score_adj", stdout(&out).trim().to_string());
+        // The mount options of a read-only cgroup mount, and the device
+        // rules (v1 devices.list) of a default container with a terminal
+        // exec's rule for every pty.
+        let id = ctd.unique_id("diffcg");
+        let mut spec = ctd.default_spec(&id, &["/bin/sh", "-c", "grep ' /sys/fs/cgroup' /proc/self/mounts | cut -d' ' -f2,3,4 | sort; sleep 1000"]);
+        spec["mounts"].as_array_mut().unwrap().push(json!({
+            "destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+            "options": ["nosuid", "noexec", "nodev", "relatime", "ro"],
+        }));
+        let log = ctd.run_config(&id, ctd.write_spec(&id, &spec)).runtime(&runtime).spawn_logged(&[], &id);
+        ctd.wait_for_status(&id, "RUNNING", Duration::from_secs(20));
+        assert!(wait_until(Duration::from_secs(10), || log.stdout().lines().count() > 3), "{runtime}: {}", log.stdout());
+        got.insert("cgroup mounts", log.stdout());
+        let list = fs::read_to_string(host::cgroup_path("devices", &ctd.cgroup_rel(&id)).join("devices.list")).unwrap_or_default();
+        let mut rules: Vec<&str> = list.lines().collect();
+        rules.sort();
+        got.insert("devices.list", rules.join("\n"));
+        got.insert("pty rule", rules.iter().any(|r| *r == "c 136:* rwm").to_string());
+        // An exec into the paused container: refused at Exec, nothing
+        // published for it, in the same order of events.
+        let watcher = ctd.watch_events();
+        ctd.ctr_ok(&["task", "pause", &id]);
+        let exec = ctd.exec(&id, "paused-exec", &["/bin/true"]).output();
+        ctd.ctr_ok(&["task", "resume", &id]);
+        assert!(watcher.wait_for(REACT, |e| e.topic == "/tasks/resumed" && e.container_id() == Some(id.as_str())), "{runtime}: no /tasks/resumed");
+        let events = watcher.stop();
+        let topics: Vec<String> = integration_tests::task_events(&events, &id).iter().map(|e| e.topic.clone()).collect();
+        got.insert("exec while paused", format!("exit status {:?}; events {topics:?}", exec.status.code()));
+        // The attached ctr goes first: it would delete the task as it ends.
+        drop(log);
+        ctd.remove(&id);
+        // Root propagation inside the container, for each rootfsPropagation.
+        for prop in ["private", "rslave", "rshared"] {
+            let id = ctd.unique_id("diffprop");
+            let mut spec = ctd.default_spec(&id, &["/bin/sh", "-c", ROOT_PROPAGATION]);
+            spec["linux"]["rootfsPropagation"] = json!(prop);
+            let out = ctd.run_config(&id, ctd.write_spec(&id, &spec)).runtime(&runtime).rm();
+            got.insert(if prop == "private" { "root propagation private" } else if prop == "rslave" { "root propagation rslave" } else { "root propagation rshared" }, format!("{} {}", stdout(&out).trim(), stderr(&out).trim()));
+        }
+        seen.insert(tag.to_string(), got);
+    }
+    let (reference, tested) = (&seen["reference"], &seen["tested"]);
+    let mut problems = Vec::new();
+    let containerd_score = fs::read_to_string(format!("/proc/{}/oom_score_adj", ctd.containerd_pid())).unwrap_or_default().trim().parse::<i32>().unwrap_or(0);
+    let want_score = (containerd_score + 1).min(1000).to_string();
+    for (tag, got) in &seen {
+        if got["oom_score_adj"] != want_score {
+            problems.push(format!("{tag}: oom_score_adj {} (containerd's is {containerd_score})", got["oom_score_adj"]));
+        }
+        if got["pty rule"] != "true" {
+            problems.push(format!("{tag}: no c 136:* rwm rule:\n{}", got["devices.list"]));
+        }
+        if !got["exec while paused"].contains("events [\"/tasks/paused\", \"/tasks/resumed\"]") {
+            problems.push(format!("{tag}: exec while paused: {}", got["exec while paused"]));
+        }
+    }
+    // Deliberate differences (README): runc 1.1.5 leaves the cgroup tmpfs
+    // read-write under a `ro` cgroup mount; we make it read-only.
+    let cg = |s: &str| s.replace("/sys/fs/cgroup tmpfs rw,", "/sys/fs/cgroup tmpfs ro,");
+    if cg(&reference["cgroup mounts"]) != tested["cgroup mounts"] {
+        problems.push(format!("cgroup mounts differ:\n{}", unified_diff(&cg(&reference["cgroup mounts"]), &tested["cgroup mounts"], "runc", "ours").unwrap_or_default()));
+    }
+    // runc allows mknod of any device (`c *:* m`, `b *:* m`) and denies only
+    // its open; we deny the mknod too (README).
+    let rules = |s: &str| s.lines().filter(|l| *l != "c *:* m" && *l != "b *:* m").collect::<Vec<_>>().join("\n");
+    if rules(&reference["devices.list"]) != rules(&tested["devices.list"]) {
+        problems.push(format!("devices.list differs:\n{}", unified_diff(&rules(&reference["devices.list"]), &rules(&tested["devices.list"]), "runc", "ours").unwrap_or_default()));
+    }
+    for key in ["exec while paused", "root propagation private", "root propagation rslave"] {
+        if reference[key] != tested[key] {
+            problems.push(format!("{key}: runc {:?}, ours {:?}", reference[key], tested[key]));
+        }
+    }
+    // runc 1.1.5 pivots into a private root and does not re-apply rshared
+    // (runc 1.2 does, as we do): a mount the container makes on its own
+    // root then propagates back to its peers.
+    if testing_rust_shim() && tested["root propagation rshared"].trim() != "shared" {
+        problems.push(format!("rshared: the container's root is {:?}, not shared", tested["root propagation rshared"]));
+    }
+    assert_no_problems(&problems, "runc diff of what Kubernetes looks at");
+    ctd.finish();
+}
