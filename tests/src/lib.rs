@@ -21,6 +21,7 @@ pub mod image;
 pub mod probe;
 mod procio;
 mod rootfs;
+pub mod tasks_api;
 pub mod vm;
 
 use std::path::PathBuf;

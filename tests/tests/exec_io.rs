@@ -1351,3 +1351,27 @@ fn terminal_execs_each_get_a_pty() {
     }
     ctd.finish();
 }
+
+/// ResizePty of a process without a terminal answers OK and changes
+/// nothing, as runc's shim does (issue #13): containerd's clients resize
+/// whatever they attach to. An unknown exec is still NOT_FOUND.
+#[test]
+fn resize_of_a_process_without_a_terminal_is_ok() {
+    let ctd = PrivateContainerd::start();
+    for runtime in [integration_tests::RUNC_RUNTIME.to_string(), integration_tests::runtime_under_test()] {
+        let id = ctd.unique_id("noresize");
+        let task = ctd.run(&id, &["/bin/sleep", "100000"]).runtime(&runtime).detach();
+        ctd.exec(&id, "sleeper", &["/bin/sleep", "100000"]).detach();
+        for exec_id in ["", "sleeper"] {
+            if let Err(s) = ctd.resize_pty(&id, exec_id, 120, 40) {
+                panic!("{runtime}: ResizePty of {exec_id:?} without a terminal: {:?} {}\n{}", s.code(), s.message(), ctd.log_tail(20));
+            }
+        }
+        let err = ctd.resize_pty(&id, "nosuchexec", 120, 40).expect_err("ResizePty of an unknown exec");
+        assert_eq!(err.code(), tonic::Code::NotFound, "{runtime}: {}", err.message());
+        assert_running(&ctd, &id, task.pid, "after the resizes");
+        ctd.remove(&id);
+        ctd.assert_no_leftovers(&id);
+    }
+    ctd.finish();
+}
