@@ -54,6 +54,8 @@ pub enum ContainerError {
     Resources(String),
     #[error("{0}")]
     Unsupported(String),
+    #[error("write {path}: {source}")]
+    SaveState { path: PathBuf, source: std::io::Error },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -260,8 +262,29 @@ impl Container {
             }
         });
         let mut c = Self::create_on_rootfs(&req)?;
-        c.mounted_rootfs = mounted.keep();
+        c.mounted_rootfs = (*mounted).clone();
+        // What `delete` needs if this shim dies: without it a crash would
+        // leave the cgroup and mounts behind, so a Create that cannot write
+        // it (the state filesystem is full) fails, and undoes itself.
+        if let Err(source) = c.saved().write(&c.bundle) {
+            c.mounted_rootfs = None;
+            c.abandon();
+            return Err(ContainerError::SaveState { path: c.bundle.join(crate::state::FILE), source });
+        }
+        mounted.keep();
         Ok(c)
+    }
+
+    /// Undoes a Create that succeeded up to here: kills the init stage and
+    /// everything in the cgroup, removes the cgroup, closes the stdio.
+    fn abandon(&mut self) {
+        self.init.created = None;
+        if let Err(e) = self.cgroup.destroy() {
+            log::warn!("clean up cgroup {} after failed create: {e}", self.cgroup.path());
+        }
+        if let Some(h) = &mut self.init.handles {
+            h.release();
+        }
     }
 
     fn create_on_rootfs(req: &CreateRequest<'_>) -> Result<Container, ContainerError> {

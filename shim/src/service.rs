@@ -228,9 +228,6 @@ impl Task for Service {
             ttrpc::Error::from(e)
         })?;
         let pid = container.init.pid;
-        if let Err(e) = container.saved().write(&container.bundle) {
-            log::warn!("write state for {}: {e}", req.id);
-        }
         let oom_source = container.cgroup.oom_source();
         let cell = Cell::new(container);
         match (&self.oom, oom_source) {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-const FILE: &str = "rsv2-state.json";
+pub const FILE: &str = "rsv2-state.json";
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Saved {
