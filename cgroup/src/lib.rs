@@ -39,6 +39,17 @@ pub enum CgroupError {
     InUse { path: String, pids: Vec<i32> },
 }
 
+/// Moves `pid` into the cgroup at `path`, created where it is missing: the
+/// shim's own cgroup (runc's ShimCgroup option). The path is cleaned like
+/// a cgroupsPath, so it stays inside the hierarchy, and may not be the
+/// root.
+pub fn move_into(path: &str, pid: i32) -> Result<(), CgroupError> {
+    let (clean, _) = resolve(Some(path), "")?;
+    let mut cg = FsCgroup::new(&clean)?;
+    cg.prepare()?;
+    cg.add_proc(pid)
+}
+
 /// The host's cgroup layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layout {

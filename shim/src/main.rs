@@ -21,6 +21,7 @@ mod service;
 mod start;
 mod state;
 mod stdio;
+mod task_api;
 mod workers;
 
 use std::io::Write;

@@ -21,6 +21,9 @@ pub enum OptionsError {
     Unsupported(&'static str),
 }
 
+/// The type name of runc's options, as containerd sends and resolves it.
+pub const RUNC_OPTIONS_TYPE: &str = "containerd.runc.v1.Options";
+
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RuntimeOptions {
     /// Owner for the stdio pipes, so a container user (or a user namespace's
@@ -29,6 +32,11 @@ pub struct RuntimeOptions {
     pub io_gid: Option<u32>,
     pub systemd_cgroup: bool,
     pub no_new_keyring: bool,
+    /// The cgroup the shim moves itself into at `start` (runc's ShimCgroup).
+    pub shim_cgroup: Option<String>,
+    /// The Task API version `start` offers, when the operator forces one
+    /// (task_api.rs).
+    pub task_api: Option<u32>,
 }
 
 fn decode_err(type_url: &str) -> impl Fn(String) -> OptionsError + '_ {
@@ -66,12 +74,16 @@ enum Field {
 fn apply_toml(body: &str, o: &mut RuntimeOptions) -> Result<(), OptionsError> {
     for line in body.lines() {
         let Some((k, v)) = line.split_once('=') else { continue };
-        let (k, v) = (k.trim(), v.trim().trim_matches('"'));
+        // TOML strings come double- or single-quoted (containerd 2.x
+        // re-encodes the options table with single quotes).
+        let (k, v) = (k.trim(), v.trim().trim_matches('"').trim_matches('\''));
         match k {
             "SystemdCgroup" => o.systemd_cgroup = v == "true",
             "NoNewKeyring" => o.no_new_keyring = v == "true",
             "IoUid" => o.io_uid = v.parse().ok(),
             "IoGid" => o.io_gid = v.parse().ok(),
+            "ShimCgroup" => o.shim_cgroup = Some(v.to_string()).filter(|c| !c.is_empty()),
+            "TaskAPIVersion" => o.task_api = v.parse().ok(),
             "NoPivotRoot" if v == "true" => return Err(OptionsError::Unsupported("NoPivotRoot")),
             "" => {}
             other => log::debug!("runtime option {other} ignored"),
@@ -86,7 +98,7 @@ pub fn parse(any: Option<&Any>) -> Result<RuntimeOptions, OptionsError> {
     let url = any.type_url.as_str();
     let name = url.rsplit('/').next().unwrap_or(url);
     match name {
-        "containerd.runc.v1.Options" => {
+        RUNC_OPTIONS_TYPE => {
             let r = RuncOptions::parse_from_bytes(&any.value).map_err(|e| decode_err(url)(e.to_string()))?;
             if r.no_pivot_root {
                 return Err(OptionsError::Unsupported("NoPivotRoot"));
@@ -95,6 +107,8 @@ pub fn parse(any: Option<&Any>) -> Result<RuntimeOptions, OptionsError> {
             o.io_gid = (r.io_gid != 0).then_some(r.io_gid);
             o.systemd_cgroup = r.systemd_cgroup;
             o.no_new_keyring = r.no_new_keyring;
+            o.shim_cgroup = Some(r.shim_cgroup).filter(|c| !c.is_empty());
+            o.task_api = (r.task_api_version != 0).then_some(r.task_api_version);
         }
         "containerd.linux.runc.CreateOptions" => {
             for (n, f) in fields(&any.value).map_err(decode_err(url))? {
@@ -141,7 +155,10 @@ mod tests {
     fn runc_options() {
         let r = RuncOptions { io_uid: 1000, io_gid: 1001, systemd_cgroup: true, ..Default::default() };
         let o = parse(Some(&any("containerd.runc.v1.Options", r.write_to_bytes().unwrap()))).unwrap();
-        assert_eq!(o, RuntimeOptions { io_uid: Some(1000), io_gid: Some(1001), systemd_cgroup: true, no_new_keyring: false });
+        assert_eq!(o, RuntimeOptions { io_uid: Some(1000), io_gid: Some(1001), systemd_cgroup: true, ..Default::default() });
+        let r = RuncOptions { shim_cgroup: "/shims".into(), task_api_version: 3, ..Default::default() };
+        let o = parse(Some(&any("containerd.runc.v1.Options", r.write_to_bytes().unwrap()))).unwrap();
+        assert_eq!((o.shim_cgroup.as_deref(), o.task_api), (Some("/shims"), Some(3)));
     }
 
     #[test]
@@ -157,12 +174,13 @@ mod tests {
 
     #[test]
     fn cri_runtime_options_toml_body() {
-        let body = b"SystemdCgroup = true\nIoUid = 7\nBinaryName = \"x\"\n";
+        let body = b"SystemdCgroup = true\nIoUid = 7\nBinaryName = \"x\"\nShimCgroup = '/s'\nTaskAPIVersion = 2\n";
         let mut v = vec![0x1a, body.len() as u8];
         v.extend_from_slice(body);
         let o = parse(Some(&any("runtimeoptions.v1.Options", v))).unwrap();
         assert!(o.systemd_cgroup);
         assert_eq!(o.io_uid, Some(7));
+        assert_eq!((o.shim_cgroup.as_deref(), o.task_api), (Some("/s"), Some(2)));
         let mut v = vec![0x1a, 18];
         v.extend_from_slice(b"NoPivotRoot = true");
         assert!(parse(Some(&any("runtimeoptions.v1.Options", v))).unwrap_err().to_string().contains("NoPivotRoot"));

@@ -82,6 +82,9 @@ fn init_logging(flags: &Flags) {
 /// debug log of how long the server took to serve.
 pub const STARTED_AT_ENV: &str = "_RSV2_SPAWNED_AT";
 
+/// What `start` chose for this shim (the Task API), for the log.
+pub const START_NOTE_ENV: &str = "_RSV2_START_NOTE";
+
 /// glibc reads its tunables from this variable at process start.
 pub const TUNABLES_ENV: &str = "GLIBC_TUNABLES";
 /// No cache of the stacks of finished threads: requests run on workers
@@ -118,6 +121,8 @@ pub fn run(flags: &Flags) -> Result<(), ServerError> {
     restore_tunables();
     let spawned_at: Option<u128> = std::env::var(STARTED_AT_ENV).ok().and_then(|v| v.parse().ok());
     std::env::remove_var(STARTED_AT_ENV);
+    let note = std::env::var(START_NOTE_ENV).ok();
+    std::env::remove_var(START_NOTE_ENV);
     // One malloc arena for the whole process: glibc otherwise gives each
     // thread that allocates an arena of its own, and an idle shim would
     // carry their dirty pages (issue #7 counts every idle shim's PSS).
@@ -147,6 +152,9 @@ pub fn run(flags: &Flags) -> Result<(), ServerError> {
     // SAFETY: `start` passed the bound listener as this fd for our use.
     let listener = unsafe { OwnedFd::from_raw_fd(LISTEN_FD) };
     log::info!("shim serving {} pid {}", flags.socket, std::process::id());
+    if let Some(note) = note {
+        log::info!("{note}");
+    }
     if let Some(at) = spawned_at {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
         log::debug!("shim spawn: serving {:.2} ms after `start` spawned the server", now.saturating_sub(at) as f64 / 1e6);

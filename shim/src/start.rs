@@ -3,7 +3,7 @@
 //! Nothing but the address may reach stdout or stderr: containerd reads
 //! both, combined, as the address.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
@@ -12,7 +12,9 @@ use std::process::{Command, Stdio};
 
 use containerd_shim::Flags;
 
+use crate::options::RuntimeOptions;
 use crate::server::LISTEN_FD;
+use crate::task_api;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -24,6 +26,10 @@ pub enum StartError {
     Spawn(std::io::Error),
     #[error("write address file: {0}")]
     Address(std::io::Error),
+    #[error("read the runtime options on stdin: {0}")]
+    Options(String),
+    #[error("move the shim into its ShimCgroup: {0}")]
+    ShimCgroup(String),
     #[error("set the shim's oom_score_adj from containerd's ({path}): {source}")]
     OomScore { path: String, source: std::io::Error },
 }
@@ -68,7 +74,37 @@ fn started_at_nanos() -> u128 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
 }
 
+/// The runtime options containerd wrote to our stdin (a protobuf Any),
+/// if any: `ctr` sends none and stdin is /dev/null then.
+pub fn read_options() -> Result<RuntimeOptions, StartError> {
+    use containerd_shim_protos::protobuf::Message;
+    // SAFETY: isatty on fd 0.
+    if unsafe { libc::isatty(0) } == 1 {
+        return Ok(RuntimeOptions::default());
+    }
+    let mut bytes = Vec::new();
+    std::io::stdin().read_to_end(&mut bytes).map_err(|e| StartError::Options(e.to_string()))?;
+    if bytes.is_empty() {
+        return Ok(RuntimeOptions::default());
+    }
+    let any = containerd_shim_protos::protobuf::well_known_types::any::Any::parse_from_bytes(&bytes).map_err(|e| StartError::Options(e.to_string()))?;
+    crate::options::parse(Some(&any)).map_err(|e| StartError::Options(e.to_string()))
+}
+
+/// What `start` prints: the address, as the Task API version containerd
+/// gets wants it (task_api.rs).
 pub fn run(flags: &Flags) -> Result<String, StartError> {
+    let options = read_options()?;
+    let forced = std::env::var(task_api::FORCE_ENV).ok().or(options.task_api.map(|v| v.to_string()));
+    let parent = PathBuf::from(format!("/proc/{}/exe", std::os::unix::process::parent_id()));
+    let (api, why) = task_api::choose(forced.as_deref(), &parent, &flags.publish_binary);
+    // containerd shows a failed start's output, never a successful one's:
+    // the choice goes to the log of the server (a new one logs it).
+    let address = serve(flags, &options, &format!("offering containerd Task API {api:?}: {why}"))?;
+    Ok(task_api::announce(api, &address))
+}
+
+fn serve(flags: &Flags, options: &RuntimeOptions, note: &str) -> Result<String, StartError> {
     let bundle = std::env::current_dir().map_err(|e| StartError::Config { path: ".".into(), message: e.to_string() })?;
     let group = group_of(&bundle, &flags.id)?;
     let address = containerd_shim::socket_address(&flags.address, &flags.namespace, &group);
@@ -98,6 +134,7 @@ pub fn run(flags: &Flags) -> Result<String, StartError> {
     }
     cmd.arg("serve").current_dir(&bundle).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
     cmd.env(crate::server::STARTED_AT_ENV, started_at_nanos().to_string());
+    cmd.env(crate::server::START_NOTE_ENV, note);
     cmd.env(crate::server::TUNABLES_ENV, crate::server::with_server_tunables(std::env::var(crate::server::TUNABLES_ENV).ok().as_deref()));
     let fd = listener.as_raw_fd();
     // SAFETY: dup2 and setsid are async-signal-safe. The server gets the
@@ -115,7 +152,13 @@ pub fn run(flags: &Flags) -> Result<String, StartError> {
     }
     // The server's parent (this process) exits right away, so it is
     // reparented to PID 1 (or the nearest subreaper).
-    cmd.spawn().map_err(StartError::Spawn)?;
+    let child = cmd.spawn().map_err(StartError::Spawn)?;
+    if let Some(cg) = &options.shim_cgroup {
+        // runc's ShimCgroup: the server, and so the init stages it starts
+        // until they join their containers' cgroups, runs in the cgroup
+        // the operator named.
+        cgroup::move_into(cg, child.id() as i32).map_err(|e| StartError::ShimCgroup(e.to_string()))?;
+    }
     std::fs::write(bundle.join("address"), &address).map_err(StartError::Address)?;
     Ok(address)
 }
