@@ -14,7 +14,7 @@ pub enum CapsError {
 }
 
 /// Kernel capability numbers, from include/uapi/linux/capability.h.
-const NAMES: &[&str] = &[
+pub const NAMES: &[&str] = &[
     "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
     "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE",
     "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER",

@@ -64,6 +64,18 @@ impl MountOptions {
     }
 }
 
+/// Every option word [`parse_options`] turns into a flag, a propagation or
+/// a recursive attribute, as `features` reports them (the recursive ones
+/// need mount_setattr(2), Linux 5.12).
+pub const MOUNT_OPTIONS: &[&str] = &[
+    "async", "atime", "bind", "defaults", "dev", "diratime", "dirsync", "exec", "mand", "noatime", "nodev", "nodiratime", "noexec", "nomand",
+    "norelatime", "nostrictatime", "nosuid", "private", "rbind", "relatime", "remount", "ro", "rprivate", "rshared", "rslave", "runbindable",
+    "rw", "shared", "slave", "strictatime", "suid", "sync", "unbindable",
+];
+
+/// The recursive attributes among the option words (mount_setattr(2)).
+pub const RECURSIVE_MOUNT_OPTIONS: &[&str] = &["rdev", "rexec", "rnodev", "rnoexec", "rnosuid", "rro", "rrw", "rsuid"];
+
 /// Maps option words to mount flags as mount(8) and runc do; anything else is
 /// filesystem data (`mode=755`, `size=64k`, `newinstance`).
 pub fn parse_options(options: &[String]) -> MountOptions {
@@ -590,6 +602,13 @@ mod tests {
         let o = opts(&["rbind", "rro", "rnosuid", "rexec"]);
         assert_eq!((o.rec_set, o.rec_clr), (MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID, MOUNT_ATTR_NOEXEC));
         assert!(o.data.is_empty(), "{:?}", o.data);
+    }
+
+    #[test]
+    fn every_listed_option_is_understood() {
+        for word in MOUNT_OPTIONS.iter().chain(RECURSIVE_MOUNT_OPTIONS) {
+            assert!(opts(&[word]).data.is_empty(), "{word} would be passed as filesystem data");
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@
 mod container;
 mod delete;
 mod events;
+mod features;
 mod io_loop;
 mod oom;
 mod options;
@@ -28,27 +29,88 @@ use std::io::Write;
 
 use containerd_shim_protos::protobuf::Message;
 
+const USAGE: &str = "\
+usage: containerd-shim-rust-v2 [flags] <start|delete>
+       containerd-shim-rust-v2 -info | -v | --version | -h | --help | features
+
+A containerd shim-v2 runtime (runtime type io.containerd.rust.v2) that does
+runc-style isolation itself. containerd runs it; a person rarely needs to.
+
+actions (run by containerd, in the bundle directory):
+  start       print the address of the shim serving this container's pod,
+              starting that shim if none serves it yet
+  delete      clean up after a shim containerd cannot reach
+
+flags (set by containerd):
+  -namespace NS        containerd namespace
+  -id ID               container id
+  -address PATH        containerd's gRPC socket
+  -publish-binary PATH containerd binary to publish events with
+  -bundle PATH         bundle directory (delete)
+  -debug               debug logging (containerd's log level is debug)
+
+for people:
+  -info                RuntimeInfo (protobuf) for containerd 2.x, options on stdin
+  -v, --version        version, git revision, compiler and Task APIs
+  features             what this runtime supports, as `runc features` JSON
+  -h, --help           this text
+
+environment:
+  RSV2_TASK_API=2|3    force the Task API `start` offers (default: v3 to
+                       containerd 2.x, v2 to 1.6 and 1.7)
+";
+
+/// Writes to stdout; a reader that went away (`| head`) is not an error
+/// worth a panic.
+fn say(text: &str) {
+    let _ = std::io::stdout().write_all(text.as_bytes());
+}
+
 fn main() {
     let args: Vec<_> = std::env::args_os().collect();
     if args.get(1).is_some_and(|a| a == runtime::INIT_ROLE) {
         runtime::init::main();
     }
+    match args.get(1).and_then(|a| a.to_str()) {
+        Some("-h" | "--help" | "-help" | "help") => {
+            say(USAGE);
+            return;
+        }
+        Some("--version" | "-version" | "-v") if args.len() == 2 => {
+            say(&format!(
+                "containerd-shim-rust-v2 {}\nrevision: {}\ncompiler: {}\ntask api: containerd.task.v2.Task, containerd.task.v3.Task\n",
+                features::VERSION,
+                features::REVISION,
+                env!("RSV2_RUST_VERSION")
+            ));
+            return;
+        }
+        Some("features") => {
+            say(&format!("{}\n", serde_json::to_string_pretty(&features::features()).unwrap_or_default()));
+            return;
+        }
+        _ => {}
+    }
     let flags = match containerd_shim::parse(&args[1..]) {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("containerd-shim-rust-v2: {e}");
+            eprintln!("containerd-shim-rust-v2: {e}\n\n{USAGE}");
             std::process::exit(2);
         }
     };
-    if flags.version {
-        println!("containerd-shim-rust-v2 {}", env!("CARGO_PKG_VERSION"));
-        return;
-    }
     if flags.info {
-        // containerd 2.x asks what runtime this is before any shim exists.
-        let info = containerd_shim_protos::types::introspection::RuntimeInfo { name: "io.containerd.rust.v2".into(), ..Default::default() };
-        let _ = std::io::stdout().write_all(&info.write_to_bytes().unwrap_or_default());
-        return;
+        // containerd 2.x asks what runtime this is, with the handler's
+        // options on stdin, before any shim exists.
+        match start::read_options() {
+            Ok(options) => {
+                let _ = std::io::stdout().write_all(&features::runtime_info(&options).write_to_bytes().unwrap_or_default());
+                return;
+            }
+            Err(e) => {
+                eprintln!("containerd-shim-rust-v2 -info: {e}");
+                std::process::exit(1);
+            }
+        }
     }
     let result = match flags.action.as_str() {
         "start" => start::run(&flags).map(|a| start::print(&a)).map_err(|e| e.to_string()),
