@@ -17,6 +17,7 @@ use nix::unistd::Pid;
 
 use crate::ctr::{describe, output_within, Background, Run, TaskInfo, CTR_TIMEOUT};
 use crate::events::EventWatcher;
+use crate::flavor::{flavor, Flavor};
 use crate::host::{self, Process};
 use crate::{
     busybox_rootfs, require_root, runtime_under_test, shim_binary, wait_until, RUST_RUNTIME,
@@ -170,15 +171,22 @@ impl PrivateContainerd {
     /// Creates the instance's directory and starts containerd on it. Panics
     /// (after cleaning up) if containerd does not answer within 20 s.
     pub fn start() -> Self {
-        Self::start_inner(None)
+        Self::start_inner(None, None)
     }
 
     /// Like [`Self::start`], with the CRI plugin configured by `cri`.
     pub fn start_with_cri(cri: CriSettings) -> Self {
-        Self::start_inner(Some(cri))
+        Self::start_inner(Some(cri), None)
     }
 
-    fn start_inner(cri: Option<CriSettings>) -> Self {
+    /// Like [`Self::start`], with a tmpfs of `size` (tmpfs's `size=`
+    /// syntax, e.g. `"4m"`) mounted over the state directory before
+    /// containerd starts, for tests that fill it. Drop unmounts it.
+    pub fn start_with_state_tmpfs(size: &str) -> Self {
+        Self::start_inner(None, Some(size))
+    }
+
+    fn start_inner(cri: Option<CriSettings>, state_tmpfs: Option<&str>) -> Self {
         require_root();
         let shim = (runtime_under_test() == RUST_RUNTIME).then(shim_binary);
         run_dir_acquire();
@@ -210,9 +218,24 @@ impl PrivateContainerd {
         for sub in ["root", "state", "bin", "fifo", "specs", "rootfs"] {
             fs::create_dir(ctd.dir.join(sub)).unwrap_or_else(|e| panic!("mkdir {sub}: {e}"));
         }
+        if let Some(size) = state_tmpfs {
+            nix::mount::mount(
+                Some("tmpfs"),
+                &ctd.state_dir(),
+                Some("tmpfs"),
+                nix::mount::MsFlags::empty(),
+                Some(format!("size={size},mode=0711").as_str()),
+            )
+            .unwrap_or_else(|e| panic!("mount a tmpfs of {size} over the state dir: {e}"));
+        }
         if let Some(shim) = shim {
             symlink(&shim, ctd.dir.join("bin").join(SHIM_NAME))
                 .expect("symlink the shim into bin/");
+        }
+        // A lane's own runc shim, found before Debian's on containerd's PATH.
+        if let Some(runc_shim) = &flavor().runc_shim {
+            symlink(runc_shim, ctd.dir.join("bin").join("containerd-shim-runc-v2"))
+                .expect("symlink the lane's runc shim into bin/");
         }
         busybox_rootfs(&ctd.rootfs());
         fs::write(ctd.config_path(), ctd.config()).expect("write config.toml");
@@ -221,6 +244,9 @@ impl PrivateContainerd {
     }
 
     fn config(&self) -> String {
+        if flavor().v3_config() {
+            return self.config_v3();
+        }
         let d = self.dir.display();
         let (cri_keys, cri_tables) = self.cri.as_ref().map(CriSettings::toml).unwrap_or_default();
         // The CRI plugin stays enabled (later tests use it); it refuses to load
@@ -262,13 +288,74 @@ disabled_plugins = [
         )
     }
 
+    /// The same settings for containerd 2.x, in its version 3 layout: the
+    /// CRI plugin's runtime half (`io.containerd.cri.v1.runtime`: runtimes,
+    /// CNI, oom score, netns) and image half (`io.containerd.cri.v1.images`:
+    /// the sandbox image). Tables a test appends in the 1.x layout are
+    /// moved over.
+    fn config_v3(&self) -> String {
+        let d = self.dir.display();
+        const RUNTIME: &str = "plugins.'io.containerd.cri.v1.runtime'";
+        let (cri_runtime_keys, images, extra) = match &self.cri {
+            Some(c) => (
+                format!("  netns_mounts_under_state_dir = {}\n", c.netns_under_state_dir),
+                format!(
+                    "\n[plugins.'io.containerd.cri.v1.images'.pinned_images]\n  sandbox = {:?}\n\n[{RUNTIME}.cni]\n  bin_dirs = [{:?}]\n  conf_dir = {:?}\n",
+                    c.sandbox_image,
+                    c.cni_bin_dir.display().to_string(),
+                    c.cni_conf_dir.display().to_string()
+                ),
+                c.extra_toml.replace("plugins.\"io.containerd.grpc.v1.cri\".containerd", &format!("{RUNTIME}.containerd")),
+            ),
+            None => Default::default(),
+        };
+        format!(
+            r#"version = 3
+root = "{d}/root"
+state = "{d}/state"
+disabled_plugins = [
+  "io.containerd.internal.v1.opt",
+  "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.devmapper",
+  "io.containerd.snapshotter.v1.zfs",
+  "io.containerd.snapshotter.v1.erofs",
+  "io.containerd.tracing.processor.v1.otlp",
+  "io.containerd.internal.v1.tracing",
+]
+
+[grpc]
+  address = "{d}/containerd.sock"
+
+[ttrpc]
+  address = "{d}/containerd.sock.ttrpc"
+
+[{RUNTIME}]
+  restrict_oom_score_adj = true
+{cri_runtime_keys}
+[{RUNTIME}.containerd]
+  default_runtime_name = "runc"
+
+[{RUNTIME}.containerd.runtimes.runc]
+  runtime_type = "io.containerd.runc.v2"
+
+[{RUNTIME}.containerd.runtimes.rust]
+  runtime_type = "{RUST_RUNTIME}"
+{images}{extra}"#
+        )
+    }
+
+    /// The containerd under test (see [`flavor`]).
+    pub fn flavor(&self) -> &'static Flavor {
+        flavor()
+    }
+
     fn spawn_daemon(&mut self) {
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.log_path())
             .expect("open containerd.log");
-        let child = Command::new("/usr/bin/containerd")
+        let child = Command::new(&flavor().containerd)
             .arg("--config")
             .arg(self.config_path())
             .env(
@@ -282,7 +369,7 @@ disabled_plugins = [
             // containerd must not reach each other.
             .process_group(0)
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start /usr/bin/containerd: {e}"));
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", flavor().containerd.display()));
         self.daemon = Some(child);
 
         let ready = wait_until(STARTUP_TIMEOUT, || {
@@ -337,6 +424,17 @@ disabled_plugins = [
     /// Stops and starts containerd again on the same directories.
     pub fn restart(&mut self) {
         self.stop();
+        self.spawn_daemon();
+    }
+
+    /// SIGKILLs containerd alone, as the OOM killer would (not its process
+    /// group: shims and their in-flight `start` invocations live on), reaps
+    /// it, and starts it again on the same directories.
+    pub fn kill_hard(&mut self) {
+        if let Some(mut child) = self.daemon.take() {
+            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+            let _ = child.wait();
+        }
         self.spawn_daemon();
     }
 
@@ -445,7 +543,7 @@ disabled_plugins = [
     }
 
     fn ctr_command_in<S: AsRef<str>>(&self, namespace: &str, args: &[S]) -> Command {
-        let mut cmd = Command::new("ctr");
+        let mut cmd = Command::new(&flavor().ctr);
         cmd.arg("--address")
             .arg(self.socket())
             .arg("--namespace")

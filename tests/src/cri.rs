@@ -331,8 +331,10 @@ impl CriContainerd {
                 Ok(resp) => {
                     let conds = resp.status.map(|s| s.conditions).unwrap_or_default();
                     last = format!("{conds:?}");
-                    conds.iter().all(|c| c.status)
-                        && conds.iter().any(|c| c.r#type == "NetworkReady")
+                    // The two readiness conditions; containerd 2.2 adds an
+                    // informational one (ContainerdHasNoDeprecationWarnings,
+                    // false on this cgroup v1 host).
+                    ["RuntimeReady", "NetworkReady"].iter().all(|t| conds.iter().any(|c| c.r#type == *t && c.status))
                 }
                 Err(e) => {
                     last = e.to_string();
@@ -345,6 +347,13 @@ impl CriContainerd {
             "CRI runtime not ready within 20s: {last}\n{}",
             self.log_tail(40)
         );
+    }
+
+    /// CRI Status: the readiness conditions and, from containerd 2.x, the
+    /// features of each runtime handler.
+    pub fn status(&self) -> cri::StatusResponse {
+        let req = cri::StatusRequest { verbose: false };
+        self.must("Status", self.block("Status", CALL_TIMEOUT, self.runtime_client().status(req)))
     }
 
     /// A name unique within this instance, made from `prefix`.
@@ -391,9 +400,19 @@ impl CriContainerd {
 
     /// RunPodSandbox with the handler under test.
     pub fn try_run_pod(&self, config: &PodSandboxConfig) -> Result<String, Status> {
+        self.try_run_pod_with_handler(config, &self.handler.clone())
+    }
+
+    /// RunPodSandbox with the runtime handler `handler` (`rust`, `runc`),
+    /// e.g. to compare the two in one instance.
+    pub fn try_run_pod_with_handler(
+        &self,
+        config: &PodSandboxConfig,
+        handler: &str,
+    ) -> Result<String, Status> {
         let req = cri::RunPodSandboxRequest {
             config: Some(config.clone()),
-            runtime_handler: self.handler.clone(),
+            runtime_handler: handler.to_string(),
         };
         let id = self
             .block(

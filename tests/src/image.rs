@@ -228,7 +228,7 @@ fn to_json(value: &Value) -> Vec<u8> {
 /// which also unpacks the image into the default snapshotter (overlayfs),
 /// where the CRI plugin looks for it. Panics with ctr's output on failure.
 pub fn import(ctd: &PrivateContainerd, archive: &Path) {
-    let mut cmd = Command::new("ctr");
+    let mut cmd = Command::new(&crate::flavor::flavor().ctr);
     cmd.arg("--address")
         .arg(ctd.socket())
         .args([
@@ -252,7 +252,7 @@ pub fn import(ctd: &PrivateContainerd, archive: &Path) {
 
 /// Names of the images in containerd's `k8s.io` namespace.
 pub fn list(ctd: &PrivateContainerd) -> Vec<String> {
-    let mut cmd = Command::new("ctr");
+    let mut cmd = Command::new(&crate::flavor::flavor().ctr);
     cmd.arg("--address").arg(ctd.socket()).args([
         "--namespace",
         K8S_NAMESPACE,

@@ -14,6 +14,7 @@ pub mod check;
 pub mod cni;
 mod containerd;
 pub mod cri;
+pub mod flavor;
 mod ctr;
 mod events;
 pub mod host;
@@ -21,6 +22,7 @@ pub mod image;
 pub mod probe;
 mod procio;
 mod rootfs;
+pub mod soak;
 pub mod tasks_api;
 pub mod vm;
 

@@ -701,21 +701,29 @@ fn restart_survival() {
     );
     let now_b = tasks.iter().find(|t| t.id == b);
     assert_eq!(
-        now_b.map(|t| (t.pid, t.status.as_str())),
-        Some((task_b.pid, STOPPED)),
-        "{b} after restart: {tasks:?}"
-    );
-    assert_eq!(
         ctd.shim_server(&a).map(|p| p.pid),
         Some(shim_a.pid),
         "{a} is served by a new shim"
     );
-
-    let warning = delete_task(&ctd, &b);
-    assert!(
-        warning.contains("exit code 5"),
-        "exit status of {b} lost across the restart: {warning:?}"
-    );
+    if ctd.flavor().name != "1.6" {
+        // containerd 1.7 and 2.x take a shim whose task has no process
+        // left, and that serves no sandbox, for a leak at restart, and
+        // delete it ("cleaning leaked shim process", shim_load.go, after
+        // containerd#6860): the task is gone, with their runc shims alike.
+        assert!(now_b.is_none(), "{b} after a containerd {} restart: {tasks:?}", ctd.flavor().name);
+        assert!(wait_until(REACT, || ctd.shim_server(&b).is_none()), "{b}'s shim still runs");
+    } else {
+        assert_eq!(
+            now_b.map(|t| (t.pid, t.status.as_str())),
+            Some((task_b.pid, STOPPED)),
+            "{b} after restart: {tasks:?}"
+        );
+        let warning = delete_task(&ctd, &b);
+        assert!(
+            warning.contains("exit code 5"),
+            "exit status of {b} lost across the restart: {warning:?}"
+        );
+    }
     ctd.ctr_ok(&["containers", "rm", &b]);
     ctd.remove(&a);
     ctd.assert_no_leftovers(&a);

@@ -1,0 +1,103 @@
+//! What differs between containerd 1.6, 1.7 and 2.x, checked on the lane
+//! that runs (`RSV2_CONTAINERD`, tests/src/flavor.rs): the Task API each
+//! version gets (issue #15), what containerd 2.x's CRI learns from `-info`,
+//! and recursive read-only volumes through it. scripts/test runs this file,
+//! with foundation, exec_io, lifecycle and cri, on each lane.
+
+use std::time::Duration;
+
+use integration_tests::cri::CriContainerd;
+use integration_tests::{host, wait_until, PrivateContainerd};
+
+/// containerd 2.x says which Task API it speaks to each shim
+/// (`connecting to shim ... version=N`); our shim logs what it offered,
+/// and why, into containerd's log through its log FIFO.
+#[test]
+fn each_containerd_gets_its_newest_task_api() {
+    let ctd = PrivateContainerd::start();
+    let flavor = ctd.flavor();
+    let id = ctd.unique_id("api");
+    let out = ctd.run(&id, &["/bin/echo", "hello"]).rm();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let log = ctd.log();
+    let offered = log.lines().find(|l| l.contains("offering containerd Task API")).unwrap_or_else(|| panic!("the shim did not log its Task API\n{}", ctd.log_tail(40)));
+    let want = if flavor.major >= 2 { "Task API V3" } else { "Task API V2" };
+    assert!(offered.contains(want), "containerd {}: {offered}", flavor.name);
+    if flavor.major >= 2 {
+        let connected = log.lines().find(|l| l.contains("connecting to shim") && l.contains(&id)).unwrap_or_else(|| panic!("no 'connecting to shim' line\n{}", ctd.log_tail(40)));
+        assert!(connected.contains("version=3"), "containerd {} speaks {connected}", flavor.name);
+    }
+    ctd.finish();
+}
+
+/// containerd 2.x's CRI runs `<shim> -info` for each handler and reports
+/// the features in Status: recursive read-only mounts where the kernel has
+/// mount_setattr (Linux 5.12; this host's has), no user namespaces (they
+/// need id-mapped mounts, which we refuse). containerd 1.x reports no
+/// handler features at all.
+#[test]
+fn cri_reports_the_handlers_features() {
+    let cri = CriContainerd::start();
+    let status = cri.status();
+    let rust = status.runtime_handlers.iter().find(|h| h.name == "rust");
+    if cri.ctd().flavor().major >= 2 {
+        let features = rust.and_then(|h| h.features).unwrap_or_else(|| panic!("no features for the rust handler: {:?}", status.runtime_handlers));
+        assert!(features.recursive_read_only_mounts, "{features:?}");
+        assert!(!features.user_namespaces, "{features:?}");
+    } else {
+        assert!(status.runtime_handlers.is_empty(), "containerd {} reported handlers: {:?}", cri.ctd().flavor().name, status.runtime_handlers);
+    }
+}
+
+/// A read-only volume whose host path has a mount below it: with
+/// `recursive_read_only`, containerd 2.x asks for `rro` and the mount
+/// below is read-only too; a plain read-only volume leaves it writable (as
+/// runc does), and containerd 1.x knows no recursive_read_only.
+#[test]
+fn recursive_read_only_volume() {
+    let cri = CriContainerd::start();
+    let base = cri.work_dir().join("rro");
+    let sub = base.join("sub");
+    std::fs::create_dir_all(&sub).expect("mkdir rro/sub");
+    let mount = |args: &[&str]| {
+        let out = std::process::Command::new("mount").args(args).output().expect("run mount");
+        assert!(out.status.success(), "mount {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    mount(&["-t", "tmpfs", "rsv2-rro-sub", &sub.display().to_string()]);
+    let pod = cri.run_pod(cri.pod_config("rro"));
+    let mut results = Vec::new();
+    for recursive in [false, true] {
+        let mut config = cri.container_config(&format!("rro-{recursive}"), &["sleep", "1000"]);
+        config.mounts = vec![k8s_cri::v1::Mount {
+            container_path: "/mnt/v".into(),
+            host_path: base.display().to_string(),
+            readonly: true,
+            recursive_read_only: recursive,
+            ..Default::default()
+        }];
+        let id = cri.run_container(&pod, &config);
+        let out = cri.exec_sync(&id, &["sh", "-c", "touch /mnt/v/top 2>&1; touch /mnt/v/sub/x 2>&1 && echo SUB-WRITABLE; rm -f /mnt/v/sub/x"]);
+        results.push((recursive, String::from_utf8_lossy(&out.stdout).into_owned(), id));
+    }
+    let major = cri.ctd().flavor().major;
+    let mut problems = Vec::new();
+    for (recursive, out, _) in &results {
+        if !out.contains("Read-only file system") {
+            problems.push(format!("recursive={recursive}: the volume's top is writable: {out}"));
+        }
+        let sub_writable = out.contains("SUB-WRITABLE");
+        let want_writable = !(*recursive && major >= 2);
+        if sub_writable != want_writable {
+            problems.push(format!("containerd {}: recursive={recursive}: the mount below the volume is {}: {out}", cri.ctd().flavor().name, if sub_writable { "writable" } else { "read-only" }));
+        }
+    }
+    for (_, _, id) in &results {
+        cri.stop_container(id, 0);
+        cri.remove_container(id);
+    }
+    cri.stop_pod(&pod.id);
+    cri.remove_pod(&pod.id);
+    let _ = nix::mount::umount2(&sub, nix::mount::MntFlags::MNT_DETACH);
+    assert!(wait_until(Duration::from_secs(5), || host::mounts_under(&base).is_empty()));
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
