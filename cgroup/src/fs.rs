@@ -113,6 +113,16 @@ impl FsCgroup {
     }
 }
 
+impl FsCgroup {
+    /// Creates the cgroup in every hierarchy where it is missing: what
+    /// FsManager::add_proc would create (v1 cpuset copies its parent's cpus
+    /// and mems; v2 enables the parents' controllers), without moving
+    /// anyone.
+    pub fn create(&mut self) -> Result<(), CgroupError> {
+        Cgroup::load(hierarchies::auto(), self.path.trim_start_matches('/')).create().map_err(|e| self.err(format!("create: {e}")))
+    }
+}
+
 fn read_pids(file: &Path) -> std::io::Result<Vec<i32>> {
     Ok(std::fs::read_to_string(file)?.lines().filter_map(|l| l.trim().parse().ok()).collect())
 }
@@ -127,12 +137,8 @@ impl Manager for FsCgroup {
     }
 
     fn prepare(&mut self) -> Result<Entry, CgroupError> {
-        let rel = self.path.trim_start_matches('/');
         if !self.inner.exists() {
-            // What FsManager::add_proc would create (v1 cpuset copies its
-            // parent's cpus and mems; v2 enables the parents' controllers),
-            // without moving anyone.
-            Cgroup::load(hierarchies::auto(), rel).create().map_err(|e| self.err(format!("create: {e}")))?;
+            self.create()?;
         }
         if self.layout == Layout::Unified {
             return Ok(Entry::IntoCgroup(self.unified_dir()));

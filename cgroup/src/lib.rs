@@ -46,7 +46,8 @@ pub enum CgroupError {
 pub fn move_into(path: &str, pid: i32) -> Result<(), CgroupError> {
     let (clean, _) = resolve(Some(path), "")?;
     let mut cg = FsCgroup::new(&clean)?;
-    cg.prepare()?;
+    // In every hierarchy: an operator may have made it in some only.
+    cg.create()?;
     cg.add_proc(pid)
 }
 

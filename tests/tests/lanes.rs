@@ -101,3 +101,49 @@ fn recursive_read_only_volume() {
     assert!(wait_until(Duration::from_secs(5), || host::mounts_under(&base).is_empty()));
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+/// Removes a cgroup from every hierarchy when dropped, after the
+/// processes in it are gone (declared before the containerd that runs
+/// them, so dropped after it).
+struct CgroupGone(String);
+
+impl Drop for CgroupGone {
+    fn drop(&mut self) {
+        for dir in host::cgroup_dirs(&self.0) {
+            for d in host::dirs_deepest_first(&dir) {
+                let _ = std::fs::remove_dir(d);
+            }
+        }
+    }
+}
+
+/// runc's `ShimCgroup` option: the shim moves itself into the cgroup the
+/// runtime's options name (containerd 2.2's TestShimInCgroup). CRI sends
+/// our handler its options table as TOML (a ConfigPath file on 1.6).
+#[test]
+fn shim_moves_into_its_shim_cgroup() {
+    let rel = format!("rsv2-shims-{}", std::process::id());
+    let _gone = CgroupGone(rel.clone());
+    // runc's shim only joins a cgroup that exists, in the hierarchies
+    // where it does (ours creates it where it is missing).
+    for controller in ["memory", "pids"] {
+        std::fs::create_dir_all(host::cgroup_path(controller, &rel)).expect("create the shim cgroup");
+    }
+    let cri = CriContainerd::start_with(integration_tests::cri::CriOptions {
+        extra_toml: format!(
+            "\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.{h}.options]\n  ConfigPath = \"{{work}}/shim-options.toml\"\n  ShimCgroup = \"/{rel}\"\n",
+            h = integration_tests::cri::handler_under_test()
+        ),
+        files: vec![("shim-options.toml".into(), format!("ShimCgroup = \"/{rel}\"\n"))],
+    });
+    let pod = cri.run_pod(cri.pod_config("shimcg"));
+    let shims = cri.shim_servers();
+    assert_eq!(shims.len(), 1, "{shims:?}");
+    let cgroups = std::fs::read_to_string(format!("/proc/{}/cgroup", shims[0].pid)).unwrap_or_default();
+    for line in cgroups.lines().filter(|l| l.contains(":memory:") || l.contains(":pids:")) {
+        assert!(line.ends_with(&format!(":/{rel}")), "the shim is not in /{rel}: {line}\n{cgroups}");
+    }
+    cri.stop_pod(&pod.id);
+    cri.remove_pod(&pod.id);
+    assert!(wait_until(Duration::from_secs(10), || cri.shim_servers().is_empty()));
+}
