@@ -95,6 +95,12 @@ guest_tests! {
     /// mknod of a host disk: refused by our shim (the requirement);
     /// runc allows any mknod (`b *:* m`, `c *:* m`) and refuses only the open.
     v2_devices_mknod,
+    /// A `ro` cgroup mount is a read-only cgroup2: writes under it fail with EROFS.
+    v2_cgroup_ro,
+    /// A terminal container and two terminal execs at once each get their own pty.
+    v2_ptys,
+    /// ShimCgroup from a runtime options file: the shim runs in /rsv2-shims.
+    v2_shim_cgroup,
 }
 
 #[test]

@@ -28,7 +28,7 @@ TEST_TIMEOUT=${RSV2_TEST_TIMEOUT:-60}
 CG=/sys/fs/cgroup
 WORK=/tmp/rsv2-tests
 CTD_LOG=/run/containerd.log
-ALL_TESTS="v2_basic_run v2_limits v2_clone_into_cgroup v2_exit_code v2_pause_resume v2_update v2_metrics v2_oom v2_devices v2_devices_mknod"
+ALL_TESTS="v2_basic_run v2_limits v2_clone_into_cgroup v2_exit_code v2_pause_resume v2_update v2_metrics v2_oom v2_devices v2_devices_mknod v2_cgroup_ro v2_ptys v2_shim_cgroup"
 
 ctr() { command ctr -n "$NS" "$@"; }
 
@@ -258,6 +258,59 @@ t_v2_devices_mknod() {
     io.containerd.rust.v2:*) fail "mknod b 8:0 was allowed: $(oneline "$out")" ;;
     *:*MKNOD-DENIED*) fail "mknod b 8:0 was refused; runc allows mknod of any device: $(oneline "$out")" ;;
   esac
+}
+
+# A `ro` cgroup mount is a read-only cgroup2 (issue #12): nothing under it
+# can be written, with either runtime.
+t_v2_cgroup_ro() {
+  out=$(crun "--rm --mount type=cgroup,src=cgroup,dst=/sys/fs/cgroup,options=ro:nosuid:nodev:noexec" cgro \
+    /bin/sh -c 'grep " /sys/fs/cgroup " /proc/self/mounts; touch /sys/fs/cgroup/x 2>&1; mkdir /sys/fs/cgroup/y 2>&1; echo end' 2>&1)
+  echo "$out"
+  echo "$out" | grep -q ' /sys/fs/cgroup cgroup2 ro,' || fail "/sys/fs/cgroup is not a read-only cgroup2: $(oneline "$out")"
+  [ "$(echo "$out" | grep -c 'Read-only file system')" = 2 ] || fail "a write under /sys/fs/cgroup did not fail with EROFS: $(oneline "$out")"
+}
+
+# Two terminal execs at once into a container that has a terminal each get
+# a pty of their own (issue #13: the device rule for every pty, c 136:*,
+# is what the eBPF filter must allow).
+t_v2_ptys() {
+  out=$(script -qec "ctr -n $NS run -t -d --runtime $RUNTIME --rootfs $ROOTFS ptys /bin/sleep 1000" /dev/null 2>&1) ||
+    fail "ctr run -t -d exited $?: $(oneline "$out")"
+  wait_for 10 status_is ptys RUNNING || fail "task ptys is not RUNNING: $(oneline "$(ctr task ls 2>&1)")"
+  for n in 1 2; do
+    script -qec "ctr -n $NS task exec -t --exec-id pty$n ptys /bin/sh -c 'tty; sleep 2; echo done'" /dev/null > "$WORK/pty$n.out" 2>&1 < /dev/null &
+  done
+  wait
+  # ctr writes a NUL to the terminal, which comes back echoed as ^@.
+  a=$(tr -d '\r' < "$WORK/pty1.out" | sed 's/\^@//g') b=$(tr -d '\r' < "$WORK/pty2.out" | sed 's/\^@//g')
+  echo "$a"; echo "$b"
+  for o in "$a" "$b"; do
+    echo "$o" | grep -q '^/dev/pts/[0-9]' && echo "$o" | grep -q '^done' || fail "a terminal exec failed: $(oneline "$o")"
+  done
+  [ "$(echo "$a" | grep '^/dev/pts/')" != "$(echo "$b" | grep '^/dev/pts/')" ] || fail "the two execs shared a pty: $(oneline "$a")"
+  remove ptys
+}
+
+# runc's ShimCgroup option, from a runtime options file (ctr
+# --runtime-config-path sends it as runtimeoptions.v1.Options): the shim
+# runs in /rsv2-shims. runc's shim takes only runc's own options type,
+# which ctr cannot send, so for it this checks only that the run works.
+t_v2_shim_cgroup() {
+  mkdir -p "$CG/rsv2-shims"
+  echo 'ShimCgroup = "/rsv2-shims"' > /tmp/shim-options.toml
+  start_detached "--runtime-config-path /tmp/shim-options.toml" shimcg /bin/sleep 1000
+  shim=
+  for c in /proc/[0-9]*/cmdline; do
+    tr '\0' ' ' < "$c" 2>/dev/null | grep -q "containerd-shim-r[a-z]*-v2 .*-id shimcg " && shim=${c#/proc/} && shim=${shim%/cmdline} && break
+  done
+  [ -n "$shim" ] || fail "no shim process for shimcg: $(oneline "$(ps)")"
+  cat "/proc/$shim/cgroup"
+  if [ "$RUNTIME" = io.containerd.rust.v2 ]; then
+    [ "$(cat "/proc/$shim/cgroup")" = "0::/rsv2-shims" ] || fail "the shim is in $(cat "/proc/$shim/cgroup"), not /rsv2-shims"
+  fi
+  remove shimcg
+  wait_for 10 [ -z "$(cat "$CG/rsv2-shims/cgroup.procs")" ] || fail "the shim did not leave /rsv2-shims"
+  rmdir "$CG/rsv2-shims"
 }
 
 # Kills and deletes whatever a test left in the namespace.

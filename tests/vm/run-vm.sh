@@ -175,8 +175,8 @@ say "kernel $KERNEL"
 
 # --- initramfs -------------------------------------------------------------
 
-for b in /bin/busybox /usr/bin/containerd /usr/bin/ctr /usr/bin/containerd-shim-runc-v2 /usr/sbin/runc; do
-  [ -x "$b" ] || die "$b is missing (apt-get install busybox-static containerd runc)"
+for b in /bin/busybox /usr/bin/containerd /usr/bin/ctr /usr/bin/containerd-shim-runc-v2 /usr/sbin/runc /usr/bin/script; do
+  [ -x "$b" ] || die "$b is missing (apt-get install busybox-static containerd runc bsdutils)"
 done
 if [ ! -x "$SHIM" ]; then
   if [ "$RUNTIME" = io.containerd.rust.v2 ]; then
@@ -201,7 +201,8 @@ while read -r applet; do
   [ -e "$ROOT/$applet" ] || [ -L "$ROOT/$applet" ] || ln -s /bin/busybox "$ROOT/$applet"
 done < <(/bin/busybox --list-full)
 
-for b in /usr/bin/containerd /usr/bin/ctr /usr/bin/containerd-shim-runc-v2 /usr/sbin/runc; do
+# script(1) runs ctr under a pty for the terminal tests.
+for b in /usr/bin/containerd /usr/bin/ctr /usr/bin/containerd-shim-runc-v2 /usr/sbin/runc /usr/bin/script; do
   install -m 0755 "$b" "$ROOT$b"
 done
 if [ -n "$SHIM" ]; then
