@@ -13,6 +13,7 @@ pub mod fs;
 pub mod oom;
 pub mod path;
 pub mod stats;
+pub mod systemd;
 
 pub use fs::FsCgroup;
 pub use oom::OomSource;
@@ -35,6 +36,8 @@ pub enum CgroupError {
     NoController { path: String, controller: &'static str },
     #[error("{0}")]
     Path(#[from] path::PathError),
+    #[error("systemd unit {unit}: {message}")]
+    Systemd { unit: String, message: String },
     #[error("linux.cgroupsPath {path:?}: the cgroup already holds {} other process(es) ({pids:?}); a container needs a cgroup of its own", pids.len())]
     InUse { path: String, pids: Vec<i32> },
 }
@@ -144,4 +147,8 @@ pub trait Manager: Send + Sync {
     fn oom_kills(&self) -> u64;
     /// A pollable fd that becomes readable on OOM activity in the cgroup.
     fn oom_source(&self) -> Result<OomSource, CgroupError>;
+    /// The systemd unit that holds the cgroup, when systemd manages it.
+    fn systemd_unit(&self) -> Option<&str> {
+        None
+    }
 }

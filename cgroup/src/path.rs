@@ -37,28 +37,47 @@ pub fn resolve(cgroups_path: Option<&str>, id: &str) -> Result<Resolved, PathErr
     if p.contains('\0') {
         return Err(err("contains a NUL byte"));
     }
-    if let Some((slice, prefix, name)) = systemd_form(p) {
-        // systemd unit names never hold a '/' (systemd.unit(5)): one here
-        // would be a path, not a name.
-        if [slice, prefix, name].iter().any(|s| s.contains('/')) {
-            return Err(err("a systemd slice:prefix:name path may not contain '/'"));
-        }
-        let mut path = expand_slice(if slice.is_empty() { "system.slice" } else { slice }).map_err(|e| err(&e))?;
-        if name.is_empty() {
-            return Err(err("the systemd unit name (after the second ':') is empty"));
-        }
-        let unit = if name.ends_with(".slice") {
-            name.to_string()
-        } else if prefix.is_empty() {
-            format!("{name}.scope")
-        } else {
-            format!("{prefix}-{name}.scope")
-        };
+    if let Some(names) = systemd_names(p)? {
+        let mut path = expand_slice(&names.slice).map_err(|e| err(&e))?;
         path.push('/');
-        path.push_str(&unit);
+        path.push_str(&names.unit);
         return not_root(p, (clean_rooted(&path), true));
     }
     not_root(p, (clean_rooted(p), false))
+}
+
+/// The systemd units a `slice:prefix:name` cgroupsPath names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SystemdNames {
+    /// The parent slice (`system.slice` when the path leaves it empty).
+    pub slice: String,
+    /// The container's own unit: `prefix-name.scope`, or `name` when it is
+    /// a slice.
+    pub unit: String,
+}
+
+/// Parses the systemd form of a cgroupsPath; None for a plain path.
+pub fn systemd_names(p: &str) -> Result<Option<SystemdNames>, PathError> {
+    let err = |problem: &str| PathError { path: p.to_string(), problem: problem.to_string() };
+    let Some((slice, prefix, name)) = systemd_form(p) else { return Ok(None) };
+    // systemd unit names never hold a '/' (systemd.unit(5)): one here
+    // would be a path, not a name.
+    if [slice, prefix, name].iter().any(|s| s.contains('/')) {
+        return Err(err("a systemd slice:prefix:name path may not contain '/'"));
+    }
+    if name.is_empty() {
+        return Err(err("the systemd unit name (after the second ':') is empty"));
+    }
+    let slice = if slice.is_empty() { "system.slice" } else { slice };
+    expand_slice(slice).map_err(|e| err(&e))?;
+    let unit = if name.ends_with(".slice") {
+        name.to_string()
+    } else if prefix.is_empty() {
+        format!("{name}.scope")
+    } else {
+        format!("{prefix}-{name}.scope")
+    };
+    Ok(Some(SystemdNames { slice: slice.to_string(), unit }))
 }
 
 fn not_root(original: &str, r: Resolved) -> Result<Resolved, PathError> {

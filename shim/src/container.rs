@@ -242,9 +242,45 @@ impl<T> Drop for Undo<T> {
     }
 }
 
+/// The cgroup manager for a container: systemd's (a transient scope unit)
+/// when the runtime options say SystemdCgroup or the cgroupsPath is in
+/// systemd's `slice:prefix:name` form, as runc chooses, on a host that
+/// runs systemd; cgroupfs otherwise. On a host without systemd, a
+/// systemd-form path maps to the cgroupfs path systemd would have used.
+fn cgroup_driver(cgroups_path: Option<&str>, id: &str, systemd_option: bool) -> Result<Box<dyn Manager>, ContainerError> {
+    let given = cgroups_path.filter(|p| !p.is_empty());
+    let names = given.map(cgroup::path::systemd_names).transpose().map_err(cgroup::CgroupError::from)?.flatten();
+    let systemd = systemd_option || names.is_some();
+    if !systemd {
+        let (path, _) = cgroup::resolve(given, id).map_err(cgroup::CgroupError::from)?;
+        return Ok(Box::new(FsCgroup::new(&path)?));
+    }
+    if !cgroup::systemd::running() {
+        if systemd_option {
+            return Err(ContainerError::Unsupported("SystemdCgroup is set, but systemd does not run this host (no /run/systemd/system): use the cgroupfs driver".into()));
+        }
+        let (path, _) = cgroup::resolve(given, id).map_err(cgroup::CgroupError::from)?;
+        log::info!("systemd does not run this host: using cgroupfs path {path} for {given:?}");
+        return Ok(Box::new(FsCgroup::new(&path)?));
+    }
+    // runc's systemd driver takes only the systemd form; with none given,
+    // the unit goes into system.slice, as runc names its default.
+    let form = match (given, names.is_some()) {
+        (None, _) => format!("system.slice:rsv2:{id}"),
+        (Some(p), true) => p.to_string(),
+        (Some(p), false) => {
+            let problem = "the systemd cgroup driver (SystemdCgroup) takes a slice:prefix:name path".into();
+            return Err(cgroup::CgroupError::Path(cgroup::PathError { path: p.to_string(), problem }).into());
+        }
+    };
+    let names = cgroup::path::systemd_names(&form).map_err(cgroup::CgroupError::from)?.ok_or_else(|| ContainerError::Unsupported(format!("{form}: not a systemd path")))?;
+    let (path, _) = cgroup::resolve(Some(&form), id).map_err(cgroup::CgroupError::from)?;
+    Ok(Box::new(cgroup::systemd::SystemdCgroup::new(&path, names, id)?))
+}
+
 /// Stage 1, and anything it forked, is in the cgroup: this kills it all
 /// and removes the cgroup.
-fn destroy_cgroup(cg: &mut FsCgroup) {
+fn destroy_cgroup(cg: &mut Box<dyn Manager>) {
     if let Err(e) = cg.destroy() {
         log::warn!("clean up cgroup {} after failed create: {e}", cg.path());
     }
@@ -293,11 +329,7 @@ impl Container {
         let bundle = Bundle::load(req.bundle)?;
         phase("spec parsed");
         let linux = bundle.spec.linux().clone().unwrap_or_default();
-        let (cg_path, from_systemd) = cgroup::resolve(linux.cgroups_path().as_ref().and_then(|p| p.to_str()), req.id).map_err(cgroup::CgroupError::from)?;
-        if from_systemd {
-            log::info!("no systemd cgroup driver: using cgroupfs path {cg_path} for {:?}", linux.cgroups_path());
-        }
-        let cg = FsCgroup::new(&cg_path)?;
+        let cg = cgroup_driver(linux.cgroups_path().as_ref().and_then(|p| p.to_str()), req.id, req.options.systemd_cgroup)?;
         // Delete kills what the container's cgroup holds: a spec must not
         // name a cgroup that already has processes (another container's,
         // or the host's own services), as runc 1.2 refuses too.
@@ -328,7 +360,7 @@ impl Container {
             &req.io,
             &LogTarget { container_id: req.id, namespace: req.namespace, owner: io_owner },
             &what,
-            |pid| enter_cgroup(&mut *cg, &entry, pid),
+            |pid| enter_cgroup(cg.as_mut(), &entry, pid),
             |pid| {
                 let hooks = bundle.spec.hooks().clone().unwrap_or_default();
                 let state = State::new(&bundle.spec, req.id, "creating", pid, req.bundle);
@@ -370,14 +402,19 @@ impl Container {
                 .iter()
                 .flatten()
                 .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Pid && n.path().as_ref().is_none_or(|p| p.as_os_str().is_empty())),
-            cgroup: Box::new(cg),
+            cgroup: cg,
             mounted_rootfs: None,
             oom_token: None,
         })
     }
 
     pub fn saved(&self) -> Saved {
-        Saved { pid: self.init.pid, cgroup: self.cgroup.path().to_string(), mounted_rootfs: self.mounted_rootfs.clone() }
+        Saved {
+            pid: self.init.pid,
+            cgroup: self.cgroup.path().to_string(),
+            mounted_rootfs: self.mounted_rootfs.clone(),
+            systemd_unit: self.cgroup.systemd_unit().map(str::to_string),
+        }
     }
 
     pub fn process(&self, exec_id: &str) -> Result<&Proc, ContainerError> {

@@ -28,6 +28,9 @@ pub fn run(flags: &Flags) -> Result<Vec<u8>, DeleteError> {
     if let Ok(saved) = Saved::read(&bundle) {
         pid = saved.pid;
         FsCgroup::new(&saved.cgroup)?.destroy()?;
+        if let Some(unit) = &saved.systemd_unit {
+            cgroup::systemd::stop_unit(unit)?;
+        }
         if let Some(rootfs) = &saved.mounted_rootfs {
             rootfs_mounts::unmount(rootfs);
         }

@@ -13,6 +13,9 @@ pub struct Saved {
     pub cgroup: String,
     /// The rootfs we mounted from Create's mounts, if any.
     pub mounted_rootfs: Option<PathBuf>,
+    /// The systemd unit that holds the cgroup (the systemd driver).
+    #[serde(default)]
+    pub systemd_unit: Option<String>,
 }
 
 impl Saved {
