@@ -12,12 +12,13 @@ need_root() {
 }
 
 # Debian packages the project runs against: containerd 1.6 and ctr, runc and
-# its shim (the reference the tests compare against), busybox-static (the
+# its shim (the reference the tests compare against), criu (checkpoint and
+# restore), busybox-static (the
 # test root filesystems), bsdutils (script(1), for terminal tests),
 # containernetworking-plugins (CNI for the CRI tests), protobuf-compiler (the
 # CRI client's build), qemu-system-x86 and cpio (the cgroup v2 VM).
 install_packages() {
-  local want=(containerd runc busybox-static bsdutils containernetworking-plugins protobuf-compiler qemu-system-x86 cpio) missing=()
+  local want=(containerd runc criu busybox-static bsdutils containernetworking-plugins protobuf-compiler qemu-system-x86 cpio) missing=()
   for p in "${want[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
   done

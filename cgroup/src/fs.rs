@@ -300,6 +300,10 @@ impl Manager for FsCgroup {
         stats::flat_keyed(&text).get("oom_kill").copied().unwrap_or(0)
     }
 
+    fn freezer_dir(&self) -> Option<PathBuf> {
+        self.freezer_file().and_then(|(f, _, _)| f.parent().map(Path::to_path_buf))
+    }
+
     fn oom_source(&self) -> Result<OomSource, CgroupError> {
         match self.layout {
             Layout::Unified => OomSource::inotify(&self.unified_dir().join("memory.events")),

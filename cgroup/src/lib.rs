@@ -147,6 +147,9 @@ pub trait Manager: Send + Sync {
     fn oom_kills(&self) -> u64;
     /// A pollable fd that becomes readable on OOM activity in the cgroup.
     fn oom_source(&self) -> Result<OomSource, CgroupError>;
+    /// The freezer's directory of the cgroup (the v1 freezer hierarchy's,
+    /// or the unified one), for CRIU's --freeze-cgroup.
+    fn freezer_dir(&self) -> Option<PathBuf>;
     /// The systemd unit that holds the cgroup, when systemd manages it.
     fn systemd_unit(&self) -> Option<&str> {
         None

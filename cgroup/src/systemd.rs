@@ -306,6 +306,10 @@ impl Manager for SystemdCgroup {
     fn systemd_unit(&self) -> Option<&str> {
         Some(&self.names.unit)
     }
+
+    fn freezer_dir(&self) -> Option<std::path::PathBuf> {
+        self.fs.freezer_dir()
+    }
 }
 
 /// Stops a unit a dead shim left (containerd's `delete`).

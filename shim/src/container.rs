@@ -17,6 +17,7 @@ use runtime::launch::{self, Created, LaunchError, LaunchSpec};
 use runtime::rootfs::CgroupMounts;
 use runtime::spec::{Bundle, SpecError};
 
+use crate::criu::CriuError;
 use crate::options::RuntimeOptions;
 use crate::rootfs_mounts::{self, RootfsMountError};
 use crate::state::Saved;
@@ -56,7 +57,12 @@ pub enum ContainerError {
     Unsupported(String),
     #[error("write {path}: {source}")]
     SaveState { path: PathBuf, source: std::io::Error },
+    #[error("{0}")]
+    Criu(#[from] CriuError),
 }
+
+mod checkpoint;
+pub use checkpoint::Wait;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -139,6 +145,11 @@ pub struct Container {
     own_pid_ns: bool,
     /// The OOM watcher's registration, dropped on delete.
     pub oom_token: Option<u64>,
+    /// What init's fds 0 to 2 were when it started, for a checkpoint
+    /// (crate::criu).
+    init_descriptors: Vec<String>,
+    /// A Create from a checkpoint, restored by Start.
+    init_restore: Option<checkpoint::Restore>,
 }
 
 /// A container behind its lock, with a condition variable for Wait.
@@ -158,6 +169,8 @@ pub struct CreateRequest<'a> {
     pub rootfs: &'a [containerd_shim_protos::api::Mount],
     pub io: Io,
     pub exe: &'a Path,
+    /// The checkpoint to restore (a directory of CRIU images), or empty.
+    pub checkpoint: &'a str,
 }
 
 fn now() -> Timestamp {
@@ -297,7 +310,7 @@ impl Container {
                 rootfs_mounts::unmount(rootfs);
             }
         });
-        let mut c = Self::create_on_rootfs(&req)?;
+        let mut c = if req.checkpoint.is_empty() { Self::create_on_rootfs(&req)? } else { Self::create_for_restore(&req)? };
         c.mounted_rootfs = (*mounted).clone();
         // What `delete` needs if this shim dies: without it a crash would
         // leave the cgroup and mounts behind, so a Create that cannot write
@@ -379,6 +392,7 @@ impl Container {
         phase("init stage ready, resources applied");
         let (created, handles) = launched?;
         let cg = cg.keep();
+        let init_descriptors = checkpoint::stdio_descriptors(created.pid);
         Ok(Container {
             id: req.id.to_string(),
             namespace: req.namespace.to_string(),
@@ -405,7 +419,70 @@ impl Container {
             cgroup: cg,
             mounted_rootfs: None,
             oom_token: None,
+            init_descriptors,
+            init_restore: None,
         })
+    }
+
+    /// A Create from a checkpoint: the cgroup with its resources and the
+    /// stdio, as for any container, but no init stage: Start restores the
+    /// process tree (checkpoint.rs), as containerd's runc shim does.
+    fn create_for_restore(req: &CreateRequest<'_>) -> Result<Container, ContainerError> {
+        let bundle = Bundle::load(req.bundle)?;
+        let linux = bundle.spec.linux().clone().unwrap_or_default();
+        if req.io.terminal {
+            return Err(ContainerError::Unsupported("restoring a container with a terminal is not supported yet".into()));
+        }
+        let cg = cgroup_driver(linux.cgroups_path().as_ref().and_then(|p| p.to_str()), req.id, req.options.systemd_cgroup)?;
+        if cg.systemd_unit().is_some() {
+            return Err(ContainerError::Unsupported("restoring from a checkpoint under the systemd cgroup driver is not supported yet: use cgroupfs".into()));
+        }
+        let in_use = cg.all_procs()?;
+        if !in_use.is_empty() {
+            return Err(cgroup::CgroupError::InUse { path: linux.cgroups_path().as_ref().map(|p| p.display().to_string()).unwrap_or_default(), pids: in_use }.into());
+        }
+        let mut cg = Undo::new(cg, destroy_cgroup);
+        cg.prepare()?;
+        if let Some(r) = linux.resources() {
+            cg.set(r)?;
+        }
+        let io_owner = req.options.io_uid.zip(req.options.io_gid);
+        let (stdio, handles) = stdio::open(&req.io.stdin, &req.io.stdout, &req.io.stderr, false, &LogTarget { container_id: req.id, namespace: req.namespace, owner: io_owner })?;
+        let cg = cg.keep();
+        Ok(Container {
+            id: req.id.to_string(),
+            namespace: req.namespace.to_string(),
+            io_owner,
+            spec: bundle.spec.clone(),
+            bundle: req.bundle.to_path_buf(),
+            init: Proc { exec_id: String::new(), pid: 0, status: Status::Created, exit: None, io: req.io.clone(), pending: None, created: None, handles: Some(handles) },
+            execs: HashMap::new(),
+            oom_reported: cg.oom_kills(),
+            own_pid_ns: linux
+                .namespaces()
+                .iter()
+                .flatten()
+                .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Pid && n.path().as_ref().is_none_or(|p| p.as_os_str().is_empty())),
+            cgroup: cg,
+            mounted_rootfs: None,
+            oom_token: None,
+            init_descriptors: Vec::new(),
+            init_restore: Some(checkpoint::Restore { images: PathBuf::from(req.checkpoint), stdio }),
+        })
+    }
+
+    /// Whether Start restores this container from a checkpoint.
+    pub fn restores(&self) -> bool {
+        self.init_restore.is_some()
+    }
+
+    /// Delete of a container created from a checkpoint that was never
+    /// started: there is no process to kill.
+    pub fn discard_restore(&mut self) {
+        if self.init_restore.take().is_some() {
+            self.init.status = Status::Stopped;
+            self.init.exit = Some(Exit { code: 0, at: now() });
+        }
     }
 
     pub fn saved(&self) -> Saved {
@@ -463,7 +540,13 @@ impl Container {
     /// every namespace of init and init's cgroup, with no rootfs work. The
     /// caller holds the lock and publishes the start event under it, so the
     /// exit can never be published first. Returns the pid.
-    pub fn start(&mut self, exec_id: &str, exe: &Path) -> Result<i32, ContainerError> {
+    pub fn start(&mut self, exec_id: &str, exe: &Path, wait: Wait<'_>) -> Result<i32, ContainerError> {
+        if exec_id.is_empty() && self.init_restore.is_some() {
+            let pid = self.restore(wait)?;
+            self.init.pid = pid;
+            self.init.status = Status::Running;
+            return Ok(pid);
+        }
         let result = self.start_process(exec_id, exe);
         if result.is_err() && !exec_id.is_empty() {
             // An exec that failed to start has exited as far as containerd

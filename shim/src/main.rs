@@ -8,6 +8,7 @@
 //! - `init`: the init stage that becomes a container process (internal).
 
 mod container;
+mod criu;
 mod delete;
 mod events;
 mod features;

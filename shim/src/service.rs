@@ -81,9 +81,6 @@ fn valid_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 1024 && id != "." && id != ".." && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"_+.-".contains(&b))
 }
 
-fn unimplemented(what: &str) -> ttrpc::Error {
-    status(Code::UNIMPLEMENTED, format!("{what} is not implemented yet by containerd-shim-rust-v2"))
-}
 
 impl From<ContainerError> for ttrpc::Error {
     fn from(e: ContainerError) -> ttrpc::Error {
@@ -94,6 +91,8 @@ impl From<ContainerError> for ttrpc::Error {
             ContainerError::ExecSpec(_) | ContainerError::Resources(_) => Code::INVALID_ARGUMENT,
             ContainerError::State { .. } => Code::FAILED_PRECONDITION,
             ContainerError::Unsupported(_) => Code::UNIMPLEMENTED,
+            ContainerError::Criu(crate::criu::CriuError::NotInstalled | crate::criu::CriuError::CheckFailed(_)) => Code::FAILED_PRECONDITION,
+            ContainerError::Criu(crate::criu::CriuError::Invalid(_)) => Code::INVALID_ARGUMENT,
             _ => Code::UNKNOWN,
         };
         status(code, e)
@@ -208,9 +207,6 @@ impl Task for Service {
         if self.containers.locked().contains_key(&req.id) {
             return Err(status(Code::ALREADY_EXISTS, format!("container {} already exists", req.id)));
         }
-        if !req.checkpoint.is_empty() {
-            return Err(unimplemented("restoring from a checkpoint"));
-        }
         let options = crate::options::parse(req.options.as_ref()).map_err(|e| status(Code::INVALID_ARGUMENT, e))?;
         let wait = self.hook_wait();
         let container = Container::create(CreateRequest {
@@ -222,6 +218,7 @@ impl Task for Service {
             rootfs: &req.rootfs,
             io: Io { stdin: req.stdin.clone(), stdout: req.stdout.clone(), stderr: req.stderr.clone(), terminal: req.terminal },
             exe: &self.exe,
+            checkpoint: &req.checkpoint,
         })
         .map_err(|e| {
             log::error!("create {}: {e}", req.id);
@@ -236,7 +233,11 @@ impl Task for Service {
             (None, _) => {}
         }
         self.containers.locked().insert(req.id.clone(), cell.clone());
-        self.watch(&cell, "", pid);
+        // A container restored from a checkpoint has its init only once
+        // Start restored it.
+        if pid != 0 {
+            self.watch(&cell, "", pid);
+        }
         self.events.publish(TaskCreate {
                 container_id: req.id.clone(),
                 bundle: req.bundle.clone(),
@@ -254,8 +255,10 @@ impl Task for Service {
         let t = std::time::Instant::now();
         let cell = self.get(&req.id)?;
         let mut c = cell.lock();
-        let pid = c.start(&req.exec_id, &self.exe).inspect_err(|_| cell.notify())?;
-        if !req.exec_id.is_empty() {
+        let restores = req.exec_id.is_empty() && c.restores();
+        let wait = self.hook_wait();
+        let pid = c.start(&req.exec_id, &self.exe, &wait).inspect_err(|_| cell.notify())?;
+        if !req.exec_id.is_empty() || restores {
             // Registered before the exec may exit; the reaper holds an exit
             // that beats us here.
             self.watch(&cell, &req.exec_id, pid);
@@ -323,7 +326,9 @@ impl Task for Service {
             let exit = p.exit.unwrap_or(Exit { code: 0, at: Default::default() });
             return Ok(api::DeleteResponse { pid: p.pid as u32, exit_status: exit.code, exited_at: MessageField::some(exit.at), ..Default::default() });
         }
-        // A container that never started is killed, as runc's delete does.
+        // A container that never started is killed, as runc's delete does;
+        // one created from a checkpoint has no process yet.
+        cell.lock().discard_restore();
         let never_started = cell.lock().init.status == Status::Created;
         if never_started {
             let _ = cell.lock().kill("", libc::SIGKILL as u32, false);
@@ -452,7 +457,19 @@ impl Task for Service {
         Ok(api::StatsResponse { stats: MessageField::some(any), ..Default::default() })
     }
 
-    fn checkpoint(&self, _ctx: &TtrpcContext, _req: api::CheckpointTaskRequest) -> ttrpc::Result<api::Empty> {
-        Err(unimplemented("Checkpoint"))
+    fn checkpoint(&self, _ctx: &TtrpcContext, req: api::CheckpointTaskRequest) -> ttrpc::Result<api::Empty> {
+        let cell = self.get(&req.id)?;
+        let opts = crate::criu::DumpOptions::from_any(req.options.as_ref()).map_err(|e| status(Code::INVALID_ARGUMENT, e))?;
+        if req.path.is_empty() {
+            return Err(status(Code::INVALID_ARGUMENT, "checkpoint: no image path given"));
+        }
+        let wait = self.hook_wait();
+        let t = std::time::Instant::now();
+        cell.lock().checkpoint(Path::new(&req.path), &opts, &wait).map_err(|e| {
+            log::error!("checkpoint {}: {e}", req.id);
+            ttrpc::Error::from(e)
+        })?;
+        log::info!("checkpoint of {} into {} done in {:.0} ms", req.id, req.path, t.elapsed().as_secs_f64() * 1e3);
+        Ok(api::Empty::new())
     }
 }
