@@ -79,15 +79,23 @@ fn check_rootfs(rootfs: &Path) -> Result<(), Invalid> {
     Ok(())
 }
 
-/// `path` with `.` dropped and `..` applied, as Go's filepath.Clean.
-fn lexically_clean(path: &Path) -> PathBuf {
+/// `path` with `.` dropped and `..` applied, as Go's filepath.Clean: a
+/// `..` at the root stays at the root (`/../proc/sys` is `/proc/sys`, so
+/// the /proc rules below see it), and only a relative path keeps leading
+/// `..`s.
+pub fn lexically_clean(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();
     for c in path.components() {
         match c {
             Component::CurDir => {}
             Component::ParentDir => {
-                if !out.pop() {
+                let at_root = out.as_os_str() == "/";
+                let only_parents = out.components().all(|c| c == Component::ParentDir);
+                if at_root {
+                } else if only_parents {
                     out.push("..");
+                } else {
+                    out.pop();
                 }
             }
             other => out.push(other),
@@ -106,6 +114,10 @@ fn check_process(process: &oci_spec::runtime::Process) -> Result<(), Invalid> {
     }
     if let Some(e) = process.env().iter().flatten().find(|e| e.contains('\0')) {
         return Err(invalid("process.env", format!("{e:?} contains a NUL byte")));
+    }
+    // runc: "invalid environment variable".
+    if let Some(e) = process.env().iter().flatten().find(|e| !e.contains('=') || e.starts_with('=')) {
+        return Err(invalid("process.env", format!("{e:?} is not NAME=VALUE")));
     }
     let cwd = process.cwd();
     if !cwd.is_absolute() {
@@ -274,6 +286,8 @@ fn check_uts(spec: &Spec, ns: &Namespaces) -> Result<(), Invalid> {
         if !ns.private(LinuxNamespaceType::Uts) {
             return Err(invalid(field, format!("{v:?} cannot be set without a private uts namespace")));
         }
+        // Stricter than runc, which hands a NUL to sethostname (the name
+        // is cut there).
         if v.len() > 64 || v.contains('\0') {
             return Err(invalid(field, format!("{v:?} is not a valid name (at most 64 bytes, no NUL)")));
         }
@@ -465,7 +479,8 @@ const PROC_MOUNT_ALLOWED: [&str; 11] = [
 /// runc: destinations are absolute (runc 1.1 only warns, and takes a
 /// relative one as relative to /: refused here, stricter), hold no NUL,
 /// are not the root itself, and inside /proc only what checkProcMount
-/// allows. Also the cgroup mount's type.
+/// allows (runc 1.1 checks binds only there, so a tmpfs over /proc/sys
+/// runs under it: stricter here, as runc 1.2).
 fn check_mounts(mounts: &[Mount]) -> Result<(), Invalid> {
     for (i, m) in mounts.iter().enumerate() {
         let field = format!("mounts[{i}]");
@@ -490,6 +505,18 @@ fn check_mounts(mounts: &[Mount]) -> Result<(), Invalid> {
         } else if clean.starts_with("/proc") && !PROC_MOUNT_ALLOWED.iter().any(|a| clean == Path::new(a)) {
             return Err(invalid(format!("{field}.destination"), format!("{shown} is inside /proc, where only {} may be mounted over", PROC_MOUNT_ALLOWED.join(", "))));
         }
+        // A bind's source is a host path: say which is missing, before
+        // anything is mounted (runc names it at mount time).
+        let bind = typ == "bind" || m.options().iter().flatten().any(|o| o == "bind" || o == "rbind");
+        if bind {
+            match m.source() {
+                None => return Err(invalid(format!("{field}.source"), format!("a bind mount on {shown} needs a source"))),
+                Some(src) if std::fs::metadata(src).is_err() => {
+                    return Err(invalid(format!("{field}.source"), format!("{} does not exist (bind mount on {shown})", src.display())))
+                }
+                Some(_) => {}
+            }
+        }
         if m.uid_mappings().as_ref().is_some_and(|v| !v.is_empty()) || m.gid_mappings().as_ref().is_some_and(|v| !v.is_empty()) {
             return Err(invalid(format!("{field}.uidMappings"), "id-mapped mounts are not supported by containerd-shim-rust-v2 yet"));
         }
@@ -499,7 +526,10 @@ fn check_mounts(mounts: &[Mount]) -> Result<(), Invalid> {
 
 /// runc's device checks: `linux.devices` nodes have a real type and
 /// number (no wildcard to mknod) and a path; `linux.resources.devices`
-/// rules have an access and a type of a, b or c. Device paths are made
+/// rules have an access and a type of a, b or c. Stricter than runc: a
+/// node's path must be absolute (runc takes a relative one from the
+/// rootfs), and an access holds only r, w and m (runc passes other letters
+/// to the kernel). Device paths are made
 /// inside the rootfs (paths.rs), so they cannot reach the host.
 fn check_devices(linux: &oci_spec::runtime::Linux) -> Result<(), Invalid> {
     use oci_spec::runtime::LinuxDeviceType;
@@ -535,6 +565,11 @@ fn check_devices(linux: &oci_spec::runtime::Linux) -> Result<(), Invalid> {
 /// Fields this runtime does not implement: refused, not silently dropped,
 /// so that a container never runs without what it asked for.
 fn check_unsupported(linux: &oci_spec::runtime::Linux) -> Result<(), Invalid> {
+    if let Some(label) = linux.mount_label().as_deref().filter(|l| !l.is_empty()) {
+        // Dropped silently, the container's mounts would carry no label.
+        let why = if Path::new("/sys/fs/selinux/enforce").exists() { "SELinux mount labels are not supported by containerd-shim-rust-v2 yet" } else { "SELinux is not enabled on this host" };
+        return Err(invalid("linux.mountLabel", format!("{label:?}: {why}")));
+    }
     if linux.intel_rdt().is_some() {
         return Err(invalid("linux.intelRdt", "Intel RDT is not supported by containerd-shim-rust-v2"));
     }
@@ -689,6 +724,9 @@ mod tests {
         refused(json!({"root": {"path": "/nonexistent-rootfs"}}), &["root.path"]);
         refused(json!({"process": {"cwd": "relative"}}), &["process.cwd"]);
         refused(json!({"process": {"args": []}}), &["process.args"]);
+        refused(json!({"process": {"env": ["JUNK"]}}), &["process.env", "NAME=VALUE"]);
+        refused(json!({"linux": {"mountLabel": "system_u:object_r:container_file_t:s0"}}), &["linux.mountLabel"]);
+        refused(json!({"mounts": [{"destination": "/mnt", "type": "bind", "source": "/nonexistent-source", "options": ["rbind"]}]}), &["mounts[0].source", "/nonexistent-source"]);
         refused(json!({"mounts": [{"destination": "tmp", "type": "tmpfs", "source": "tmpfs"}]}), &["mounts[0].destination", "absolute"]);
         refused(json!({"mounts": [{"destination": "/proc", "type": "tmpfs", "source": "tmpfs"}]}), &["only a procfs"]);
         refused(json!({"mounts": [{"destination": "/proc/sys", "type": "tmpfs", "source": "tmpfs"}]}), &["inside /proc"]);
@@ -706,6 +744,17 @@ mod tests {
         refused(json!({"process": {"scheduler": {"policy": "SCHED_OTHER", "priority": 5}}}), &["scheduler.priority"]);
         refused(json!({"process": {"ioPriority": {"class": "IOPRIO_CLASS_BE", "priority": 9}}}), &["ioPriority"]);
         refused(json!({"linux": {"timeOffsets": {"monotonic": {"secs": 1}}}}), &["timeOffsets", "not listed"]);
+    }
+
+    #[test]
+    fn cleaning_stops_at_the_root() {
+        assert_eq!(lexically_clean(Path::new("/../proc/sys")), Path::new("/proc/sys"));
+        assert_eq!(lexically_clean(Path::new("/sys/fs/cgroup/../../../..")), Path::new("/"));
+        assert_eq!(lexically_clean(Path::new("/a/./b/../c")), Path::new("/a/c"));
+        assert_eq!(lexically_clean(Path::new("../../a")), Path::new("../../a"));
+        assert_eq!(lexically_clean(Path::new("a/../../b")), Path::new("../b"));
+        refused(json!({"mounts": [{"destination": "/../proc/sys", "type": "tmpfs", "source": "tmpfs"}]}), &["inside /proc"]);
+        refused(json!({"mounts": [{"destination": "/sys/fs/cgroup/../../../..", "type": "tmpfs", "source": "tmpfs"}]}), &["root of the container"]);
     }
 
     #[test]
