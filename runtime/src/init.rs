@@ -385,16 +385,45 @@ fn finish(
     // built by its Start call, which is under way: it goes on at once
     // (the shim hears its execve as the sync socket closing), saving the
     // round trip through the shim on every exec.
-    if let Some((hooks, state)) = start_hooks {
+    let started = if let Some((hooks, state)) = start_hooks {
         match chan.recv()? {
             ToInit::Start => {}
             other => return Err(InitError::Unsupported(format!("expected start, got {other:?}"))),
         }
-        // In the container, after Start and before the program.
-        hooks::run_all("startContainer", hooks.as_ref(), &state, &hooks::waitpid)?;
+        // A container's init has started once Start came, as under runc:
+        // what fails from here (a startContainer hook, the filter, the
+        // execve itself: E2BIG, ENOEXEC) is the process's own failure, said
+        // on its stderr, and its exit (127), which containerd reports and
+        // the client cleans up after. A failed Start instead left ctr run
+        // --rm unable to delete the container.
+        Some(
+            (|| {
+                // In the container, after Start and before the program.
+                hooks::run_all("startContainer", hooks.as_ref(), &state, &hooks::waitpid)?;
+                exec_program(&exec, &program, filter.as_ref(), nnp)
+            })(),
+        )
+    } else {
+        None
+    };
+    match started {
+        Some(Err(e)) => {
+            let text = format!("containerd-shim-rust-v2: {e}\n");
+            // SAFETY: write(2) of a buffer we own to fd 2.
+            unsafe { libc::write(2, text.as_ptr().cast(), text.len()) };
+            // SAFETY: _exit ends this process without unwinding.
+            unsafe { libc::_exit(127) }
+        }
+        Some(Ok(never)) => match never {},
+        None => exec_program(&exec, &program, filter.as_ref(), nnp),
     }
+}
+
+/// The last steps: every fd above 2 closes on exec, the filter goes on
+/// when no_new_privs allows it that late, execve.
+fn exec_program(exec: &ExecArgs, program: &Path, filter: Option<&(&LinuxSeccomp, Vec<seccomp::Insn>)>, nnp: bool) -> Result<Never, InitError> {
     ExecArgs::close_fds();
-    if let (Some((profile, program)), true) = (&filter, nnp) {
+    if let (Some((profile, program)), true) = (filter, nnp) {
         seccomp::load(profile, program)?;
     }
     let errno = exec.exec();
