@@ -291,6 +291,20 @@ fn cgroup_driver(cgroups_path: Option<&str>, id: &str, systemd_option: bool) -> 
     Ok(Box::new(cgroup::systemd::SystemdCgroup::new(&path, names, id)?))
 }
 
+/// The spec and containerd must agree on a terminal: containerd makes the
+/// client's side of one only when asked (ctr run -t), and a process whose
+/// terminal nobody reads or whose output goes nowhere is refused, as runc
+/// refuses ("cannot allocate tty if runc will detach without setting
+/// console socket").
+fn check_terminal(spec: &oci_spec::runtime::Spec, requested: bool) -> Result<(), String> {
+    let in_spec = spec.process().as_ref().and_then(|p| p.terminal()).unwrap_or(false);
+    match (in_spec, requested) {
+        (true, false) => Err("process.terminal: true, but containerd's Create asks for no terminal (the client gave none: ctr run -t gives one)".into()),
+        (false, true) => Err("process.terminal: false, but containerd's Create asks for a terminal".into()),
+        _ => Ok(()),
+    }
+}
+
 /// Stage 1, and anything it forked, is in the cgroup: this kills it all
 /// and removes the cgroup.
 fn destroy_cgroup(cg: &mut Box<dyn Manager>) {
@@ -341,6 +355,7 @@ impl Container {
         let phase = |name: &str| log::debug!("create {}: {name} at {:.1} ms", req.id, t.elapsed().as_secs_f64() * 1e3);
         let bundle = Bundle::load(req.bundle)?;
         phase("spec parsed");
+        check_terminal(&bundle.spec, req.io.terminal).map_err(|problem| SpecError::Invalid { path: req.bundle.join("config.json"), problem })?;
         let linux = bundle.spec.linux().clone().unwrap_or_default();
         let cg = cgroup_driver(linux.cgroups_path().as_ref().and_then(|p| p.to_str()), req.id, req.options.systemd_cgroup)?;
         // Delete kills what the container's cgroup holds: a spec must not
