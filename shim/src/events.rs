@@ -278,7 +278,7 @@ mod tests {
         methods.insert(format!("/{EVENTS_SERVICE}/Forward"), Box::new(Forward(got.clone())));
         let quit = Arc::new(crate::rpc::Quit::new().unwrap());
         let q = quit.clone();
-        let server = std::thread::spawn(move || crate::rpc::serve(listener, methods, &crate::workers::Workers::new(|| {}), &q));
+        let server = std::thread::spawn(move || crate::rpc::serve(listener, methods, &crate::workers::Workers::new(|| {}), &q, &|| false, crate::rpc::IDLE_EXIT));
 
         let mut p = Publisher::connect(&format!("unix://{}", path.display())).expect("connect");
         for topic in ["/tasks/create", "/tasks/start", "/tasks/exit"] {

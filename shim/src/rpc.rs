@@ -144,8 +144,21 @@ struct Reader {
     buf: Vec<u8>,
 }
 
-/// Serves `methods` on `listener` until `quit` is signalled.
-pub fn serve(listener: OwnedFd, methods: Methods, workers: &Workers, quit: &Quit) -> Result<(), RpcError> {
+/// How long a shim that holds no container, and hears nothing, waits
+/// before it ends: one whose containerd died between `start` and Create,
+/// or between a Delete and its Shutdown, is otherwise left for good (runc's
+/// shim is: containerd SIGKILLed during creates leaked dozens of them).
+/// Any connection or request starts the wait again, so the shim that a
+/// pod's next `start` just probed stays for the Create that follows.
+pub const IDLE_EXIT: Duration = Duration::from_secs(10);
+
+/// While a request runs, the loop looks again this often: the request may
+/// have removed the last container.
+const RECHECK: Duration = Duration::from_secs(2);
+
+/// Serves `methods` on `listener` until `quit` is signalled, or until it
+/// has held no container (`empty`) and heard nothing for `idle_exit`.
+pub fn serve(listener: OwnedFd, methods: Methods, workers: &Workers, quit: &Quit, empty: &dyn Fn() -> bool, idle_exit: Duration) -> Result<(), RpcError> {
     let methods = Arc::new(methods);
     let in_flight = Arc::new(InFlight::default());
     nix::fcntl::fcntl(&listener, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK)).map_err(sys("set the listener non-blocking"))?;
@@ -155,12 +168,30 @@ pub fn serve(listener: OwnedFd, methods: Methods, workers: &Workers, quit: &Quit
     let next = AtomicU64::new(QUIT + 1);
     let mut readers: HashMap<u64, Reader> = HashMap::new();
     let mut events = [EpollEvent::empty(); 8];
+    let mut last_heard = Instant::now();
     'serve: loop {
-        let n = match epoll.wait(&mut events, EpollTimeout::NONE) {
+        // An idle shim that holds containers sleeps without a timeout.
+        let timeout = if *in_flight.count.locked() > 0 {
+            Some(RECHECK)
+        } else if empty() {
+            let left = idle_exit.saturating_sub(last_heard.elapsed());
+            if left.is_zero() {
+                log::info!("no container and no call for {idle_exit:?}: exiting");
+                break 'serve;
+            }
+            Some(left)
+        } else {
+            None
+        };
+        let timeout = timeout.map(|t| EpollTimeout::try_from(t).unwrap_or(EpollTimeout::MAX)).unwrap_or(EpollTimeout::NONE);
+        let n = match epoll.wait(&mut events, timeout) {
             Ok(n) => n,
             Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => return Err(sys("epoll_wait")(e)),
         };
+        if n > 0 {
+            last_heard = Instant::now();
+        }
         for ev in &events[..n] {
             match ev.data() {
                 LISTENER => accept_all(&listener, &epoll, &next, &mut readers),
@@ -365,7 +396,7 @@ mod tests {
         methods.insert("/test.Service/Gate".into(), Box::new(Gate(gate.clone())));
         let quit = Arc::new(Quit::new().unwrap());
         let q = quit.clone();
-        let server = std::thread::spawn(move || serve(listener, methods, &Workers::new(|| {}), &q));
+        let server = std::thread::spawn(move || serve(listener, methods, &Workers::new(|| {}), &q, &|| false, IDLE_EXIT));
 
         let client = ttrpc::Client::connect(&format!("unix://{}", path.display())).expect("connect");
         // A request that blocks holds up nothing else on the connection.
@@ -393,5 +424,35 @@ mod tests {
         quit.signal();
         server.join().unwrap().expect("serve returns once quit is signalled");
         let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn an_empty_shim_that_hears_nothing_ends() {
+        let dir = tempfile_dir();
+        let path = dir.join("idle.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let q = Quit::new().unwrap();
+        let started = Instant::now();
+        serve(listener.into(), Methods::new(), &Workers::new(|| {}), &q, &|| true, Duration::from_millis(300)).unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(300), "ended early");
+        // A connection starts the wait again.
+        let listener = UnixListener::bind(dir.join("idle2.sock")).unwrap();
+        let p2 = dir.join("idle2.sock");
+        let poke = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            let _c = std::os::unix::net::UnixStream::connect(&p2).unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+        });
+        let started = Instant::now();
+        serve(listener.into(), Methods::new(), &Workers::new(|| {}), &q, &|| true, Duration::from_millis(300)).unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(480), "a connection did not restart the wait: {:?}", started.elapsed());
+        poke.join().unwrap();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    fn tempfile_dir() -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("rsv2-rpc-idle-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
     }
 }

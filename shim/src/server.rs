@@ -159,7 +159,8 @@ pub fn run(flags: &Flags) -> Result<(), ServerError> {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
         log::debug!("shim spawn: serving {:.2} ms after `start` spawned the server", now.saturating_sub(at) as f64 / 1e6);
     }
-    rpc::serve(listener, task_methods(service), &workers, &quit)?;
+    let held = service.clone();
+    rpc::serve(listener, task_methods(service), &workers, &quit, &move || held.is_empty(), rpc::IDLE_EXIT)?;
     log::info!("shim exiting");
     events.close();
     let path = flags.socket.strip_prefix("unix://").unwrap_or(&flags.socket);

@@ -127,6 +127,11 @@ impl Service {
         }
     }
 
+    /// Whether the shim holds no container (rpc.rs ends an idle one).
+    pub fn is_empty(&self) -> bool {
+        self.containers.locked().is_empty()
+    }
+
     fn get(&self, id: &str) -> ttrpc::Result<Arc<Cell>> {
         self.containers
             .lock()
