@@ -57,12 +57,15 @@ impl State {
     }
 }
 
-/// Waits for `pid` for at most `timeout`, returning its exit code, or None
-/// on timeout. The shim waits through its reaper; stage 2 with waitpid.
-pub type Wait<'a> = &'a dyn Fn(i32, Option<Duration>) -> Option<i32>;
+/// Waits for `pid`, spawned no earlier than the given instant, for at most
+/// `timeout`, returning its exit code, or None on timeout. The shim waits
+/// through its reaper, which must not hand it the exit of an earlier
+/// process that had the same pid (pids come round fast under load);
+/// stage 2 with waitpid.
+pub type Wait<'a> = &'a dyn Fn(i32, std::time::Instant, Option<Duration>) -> Option<i32>;
 
 /// Waits with waitpid, for a process with no reaper thread (stage 2).
-pub fn waitpid(pid: i32, timeout: Option<Duration>) -> Option<i32> {
+pub fn waitpid(pid: i32, _spawned: std::time::Instant, timeout: Option<Duration>) -> Option<i32> {
     use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
     let deadline = timeout.map(|t| std::time::Instant::now() + t);
     loop {
@@ -117,9 +120,10 @@ pub fn run(kind: &'static str, hook: &Hook, state: &State, wait: Wait<'_>) -> Re
     // deny inside the container.
     let env = hook.env().clone().unwrap_or_default();
     let fds = [input.as_raw_fd(), errors.as_raw_fd(), errors.as_raw_fd()];
+    let spawned = std::time::Instant::now();
     let pid = crate::spawn::helper(&path, &argv, &env, &fds).map_err(spawn_err)?;
     let timeout = hook.timeout().filter(|t| *t > 0);
-    let code = wait(pid, timeout.map(|t| Duration::from_secs(t as u64)));
+    let code = wait(pid, spawned, timeout.map(|t| Duration::from_secs(t as u64)));
     let mut stderr = String::new();
     let _ = errors.rewind();
     let _ = Read::by_ref(&mut errors).take(64 * 1024).read_to_string(&mut stderr);
@@ -130,7 +134,7 @@ pub fn run(kind: &'static str, hook: &Hook, state: &State, wait: Wait<'_>) -> Re
         None => {
             // SAFETY: kill(2) on the hook we started.
             unsafe { libc::kill(pid, libc::SIGKILL) };
-            wait(pid, None);
+            wait(pid, spawned, None);
             Err(HookError::Timeout { kind, path, timeout: timeout.unwrap_or(0), stderr })
         }
     }

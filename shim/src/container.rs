@@ -114,6 +114,10 @@ pub struct Proc {
     pending: Option<Process>,
     created: Option<Created>,
     handles: Option<IoHandles>,
+    /// Just before the process was launched: the reaper hands it no exit
+    /// held from before then, which an earlier process with the same pid
+    /// left (pids come round; pid_max is 32768 by default).
+    pub spawned: std::time::Instant,
 }
 
 impl Proc {
@@ -383,6 +387,7 @@ impl Container {
         let id = req.id.to_string();
         let what = format!("container {}", req.id);
         let io_owner = req.options.io_uid.zip(req.options.io_gid);
+        let spawned = std::time::Instant::now();
         let launched = launch_with_io(
             |stdio| LaunchSpec { exe, id, config, uid_mappings, gid_mappings, stdio, cgroup_dir: dir },
             &req.io,
@@ -423,6 +428,7 @@ impl Container {
                 pending: None,
                 created: Some(created),
                 handles: Some(handles),
+                spawned,
             },
             execs: HashMap::new(),
             oom_reported: cg.oom_kills(),
@@ -470,7 +476,7 @@ impl Container {
             io_owner,
             spec: bundle.spec.clone(),
             bundle: req.bundle.to_path_buf(),
-            init: Proc { exec_id: String::new(), pid: 0, status: Status::Created, exit: None, io: req.io.clone(), pending: None, created: None, handles: Some(handles) },
+            init: Proc { exec_id: String::new(), pid: 0, status: Status::Created, exit: None, io: req.io.clone(), pending: None, created: None, handles: Some(handles), spawned: std::time::Instant::now() },
             execs: HashMap::new(),
             oom_reported: cg.oom_kills(),
             own_pid_ns: linux
@@ -546,7 +552,7 @@ impl Container {
         process.set_terminal(Some(io.terminal));
         self.execs.insert(
             exec_id.to_string(),
-            Proc { exec_id: exec_id.to_string(), pid: 0, status: Status::Created, exit: None, io, pending: Some(process), created: None, handles: None },
+            Proc { exec_id: exec_id.to_string(), pid: 0, status: Status::Created, exit: None, io, pending: Some(process), created: None, handles: None, spawned: std::time::Instant::now() },
         );
         Ok(())
     }
@@ -621,6 +627,7 @@ impl Container {
         };
         let exe = exe.to_path_buf();
         let what = p.what(&id);
+        p.spawned = std::time::Instant::now();
         let (created, handles) = launch_with_io(
             |stdio| LaunchSpec {
                 exe,

@@ -96,13 +96,17 @@ impl Reaper {
         }
     }
 
-    /// Calls `handler` once `pid` exits, or at once if it already has.
-    pub fn on_exit(&self, pid: i32, handler: ExitHandler) {
+    /// Calls `handler` once `pid`, spawned no earlier than `since`, exits,
+    /// or at once if it already has. A held exit from before `since` was
+    /// an earlier process with the same pid (a stage 1, a logger, an
+    /// orphan): under load pids come round within the hold, and a new
+    /// exec was handed such an exit, 0, as its own.
+    pub fn on_exit(&self, pid: i32, since: Instant, handler: ExitHandler) {
         let held = {
             let mut inner = self.inner.locked();
             match inner.unclaimed.remove(&pid) {
-                Some((code, _)) => Some(code),
-                None => {
+                Some((code, at)) if at >= since => Some(code),
+                _ => {
                     inner.handlers.insert(pid, handler);
                     return;
                 }
@@ -122,9 +126,10 @@ mod tests {
     #[test]
     fn exit_before_subscription_is_delivered() {
         let r = Reaper::default();
+        let since = Instant::now();
         r.exited(4242, 7);
         let (tx, rx) = channel();
-        r.on_exit(4242, Box::new(move |c| tx.send(c).unwrap()));
+        r.on_exit(4242, since, Box::new(move |c| tx.send(c).unwrap()));
         assert_eq!(rx.try_recv().unwrap(), 7);
     }
 
@@ -132,11 +137,26 @@ mod tests {
     fn exit_after_subscription_is_delivered_once() {
         let r = Reaper::default();
         let (tx, rx) = channel();
-        r.on_exit(4243, Box::new(move |c| tx.send(c).unwrap()));
+        r.on_exit(4243, Instant::now(), Box::new(move |c| tx.send(c).unwrap()));
         r.exited(4243, 137);
         r.exited(4243, 1);
         assert_eq!(rx.try_recv().unwrap(), 137);
         assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn an_earlier_process_with_the_same_pid_is_not_handed_over() {
+        let r = Reaper::default();
+        // A stage 1 with pid 4244 exits 0 and nobody claims it...
+        r.exited(4244, 0);
+        std::thread::sleep(Duration::from_millis(2));
+        // ...then an exec whose pid came round to 4244 is spawned.
+        let spawned = Instant::now();
+        let (tx, rx) = channel();
+        r.on_exit(4244, spawned, Box::new(move |c| tx.send(c).unwrap()));
+        assert!(rx.try_recv().is_err(), "the earlier exit was taken for the new process's");
+        r.exited(4244, 3);
+        assert_eq!(rx.try_recv().unwrap(), 3);
     }
 
     #[test]

@@ -142,10 +142,10 @@ impl Service {
     }
 
     /// Waits for a hook through the reaper, which owns waitpid(-1).
-    fn hook_wait(&self) -> impl Fn(i32, Option<Duration>) -> Option<i32> + '_ {
-        move |pid, timeout| {
+    fn hook_wait(&self) -> impl Fn(i32, std::time::Instant, Option<Duration>) -> Option<i32> + '_ {
+        move |pid, spawned, timeout| {
             let (tx, rx) = std::sync::mpsc::channel();
-            self.reaper.on_exit(pid, Box::new(move |code| {
+            self.reaper.on_exit(pid, spawned, Box::new(move |code| {
                 let _ = tx.send(code);
             }));
             match timeout {
@@ -171,13 +171,14 @@ impl Service {
 
     /// Called on the reaper thread when a process of the container exits.
     /// Draining output can take a moment, so it runs on a worker.
-    fn watch(&self, cell: &Arc<Cell>, exec_id: &str, pid: i32) {
+    fn watch(&self, cell: &Arc<Cell>, exec_id: &str, pid: i32, spawned: std::time::Instant) {
         let cell = cell.clone();
         let events = self.events.clone();
         let exec_id = exec_id.to_string();
         let workers = self.workers.clone();
         self.reaper.on_exit(
             pid,
+            spawned,
             Box::new(move |code| {
                 let reaped = std::time::Instant::now();
                 let ran = workers.run("exit", move || {
@@ -241,7 +242,8 @@ impl Task for Service {
         // A container restored from a checkpoint has its init only once
         // Start restored it.
         if pid != 0 {
-            self.watch(&cell, "", pid);
+            let spawned = cell.lock().init.spawned;
+            self.watch(&cell, "", pid, spawned);
         }
         self.events.publish(TaskCreate {
                 container_id: req.id.clone(),
@@ -266,7 +268,8 @@ impl Task for Service {
         if !req.exec_id.is_empty() || restores {
             // Registered before the exec may exit; the reaper holds an exit
             // that beats us here.
-            self.watch(&cell, &req.exec_id, pid);
+            let spawned = c.process(&req.exec_id).map(|p| p.spawned).unwrap_or_else(|_| std::time::Instant::now());
+            self.watch(&cell, &req.exec_id, pid, spawned);
         }
         // Published under the container's lock: the exit path takes the same
         // lock, so the exit event can never overtake the start event.

@@ -29,7 +29,7 @@ pub struct Restore {
 
 /// How the shim waits for a process it spawned: the reaper owns
 /// waitpid(-1).
-pub type Wait<'a> = &'a dyn Fn(i32, Option<std::time::Duration>) -> Option<i32>;
+pub use runtime::hooks::Wait;
 
 /// The environment criu runs with: it runs tar (tmpfs contents) and
 /// iptables-restore (the network lock).
@@ -38,8 +38,9 @@ const CRIU_ENV: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/
 fn run_criu(criu: &Path, args: &[String], fds: &[i32], wait: Wait<'_>) -> Result<Option<i32>, CriuError> {
     let mut argv: Vec<&std::ffi::OsStr> = vec![std::ffi::OsStr::new("criu")];
     argv.extend(args.iter().map(|a| std::ffi::OsStr::new(a.as_str())));
+    let spawned = std::time::Instant::now();
     let pid = runtime::spawn::helper(criu, &argv, &[CRIU_ENV.to_string()], fds).map_err(|source| CriuError::Run { what: criu.display().to_string(), source })?;
-    Ok(wait(pid, None))
+    Ok(wait(pid, spawned, None))
 }
 
 /// The readlink of each of `pid`'s fds 0, 1 and 2: what a restore must map
@@ -133,6 +134,7 @@ impl Container {
     /// the restored init's pid.
     pub(super) fn restore(&mut self, wait: Wait<'_>) -> Result<i32, ContainerError> {
         let restore = self.init_restore.take().ok_or_else(|| ContainerError::Unsupported("no checkpoint to restore".into()))?;
+        self.init.spawned = std::time::Instant::now();
         let criu_bin = criu::preflight()?;
         let bundle = self.bundle.clone();
         let rootfs = Bundle::rootfs_of(&bundle, &self.spec);
