@@ -22,6 +22,7 @@ pub mod image;
 pub mod probe;
 mod procio;
 mod rootfs;
+pub mod soak;
 pub mod tasks_api;
 pub mod vm;
 
