@@ -137,6 +137,85 @@ pub fn resource_properties(r: &LinuxResources, layout: Layout) -> Result<Vec<Pro
     Ok(props)
 }
 
+/// The spec's device rules (the defaults appended) as DevicePolicy and
+/// DeviceAllow, as runc's systemd driver makes them: the rules are played
+/// in order from deny-all (last match wins, as in the v1 devices cgroup),
+/// and what is allowed at the end is listed for a `strict` policy, so
+/// systemd's own device filter agrees with ours and a re-apply of the unit
+/// by systemd does not open the devices up. systemd has no deny rules: a
+/// list whose end state is "allow all but ..." becomes strict with nothing
+/// listed (our own filter then holds the exceptions; runc does the same),
+/// and allow-all becomes `auto`. `*:N` rules have no systemd form and are
+/// left to our filter, which systemd's is ANDed with on v2. None when the
+/// spec has no device rules: the unit keeps what it has.
+pub fn device_properties(r: &LinuxResources) -> Option<Vec<Property<'static>>> {
+    use std::collections::BTreeMap;
+    let rules = r.devices().as_ref()?;
+    // (type, major, minor) -> permissions, with -1 as the wildcard.
+    let mut allowed: BTreeMap<(char, i64, i64), String> = BTreeMap::new();
+    let mut default_allow = false;
+    for rule in rules {
+        let typ = match rule.typ().map(|t| t.as_str().to_string()).as_deref() {
+            None | Some("a") => 'a',
+            Some("c") | Some("u") => 'c',
+            Some("b") => 'b',
+            Some(_) => continue,
+        };
+        let access = rule.access().clone().filter(|a| !a.is_empty()).unwrap_or_else(|| "rwm".into());
+        let major = rule.major().filter(|m| *m >= 0).unwrap_or(-1);
+        let minor = rule.minor().filter(|m| *m >= 0).unwrap_or(-1);
+        if typ == 'a' {
+            // A rule for every device resets the list (runc's emulator).
+            default_allow = rule.allow();
+            allowed.clear();
+            continue;
+        }
+        let key = (typ, major, minor);
+        if rule.allow() == default_allow {
+            // Back to the default for these permissions: take them off.
+            if let Some(perms) = allowed.get_mut(&key) {
+                perms.retain(|p| !access.contains(p));
+                if perms.is_empty() {
+                    allowed.remove(&key);
+                }
+            }
+        } else {
+            let perms = allowed.entry(key).or_default();
+            for p in access.chars().filter(|p| "rwm".contains(*p)) {
+                if !perms.contains(p) {
+                    perms.push(p);
+                }
+            }
+        }
+    }
+    let none = || Value::new(Vec::<(String, String)>::new());
+    if default_allow {
+        if allowed.is_empty() {
+            return Some(vec![("DevicePolicy", Value::from("auto")), ("DeviceAllow", none())]);
+        }
+        log::warn!("systemd has no deny device rules: the unit's device policy denies all, the shim's own filter allows the rest");
+        return Some(vec![("DevicePolicy", Value::from("strict")), ("DeviceAllow", none())]);
+    }
+    let mut list: Vec<(String, String)> = Vec::new();
+    for ((typ, major, minor), perms) in allowed {
+        let group = if typ == 'c' { "char" } else { "block" };
+        let path = match (major, minor) {
+            (-1, -1) => format!("{group}-*"),
+            (-1, _) => {
+                log::warn!("systemd has no {typ} *:{minor} device rule: left to the shim's own filter");
+                continue;
+            }
+            // systemd 240 and later take {char,block}-MAJOR.
+            (_, -1) => format!("{group}-{major}"),
+            _ => format!("/dev/{group}/{major}:{minor}"),
+        };
+        let mut sorted: Vec<char> = perms.chars().collect();
+        sorted.sort_by_key(|p| "rwm".find(*p));
+        list.push((path, sorted.into_iter().collect()));
+    }
+    Some(vec![("DevicePolicy", Value::from("strict")), ("DeviceAllow", Value::new(list))])
+}
+
 /// A cpu or node list (`0-3,8`) as the byte mask systemd's AllowedCPUs
 /// takes: bit N of byte N/8, least significant first.
 pub fn cpu_mask(list: &str) -> Result<Vec<u8>, String> {
@@ -237,7 +316,8 @@ impl Manager for SystemdCgroup {
     }
 
     fn set(&mut self, resources: &LinuxResources) -> Result<(), CgroupError> {
-        let props = resource_properties(resources, self.fs.layout()).map_err(|e| err(&self.names, "resources", e))?;
+        let mut props = resource_properties(resources, self.fs.layout()).map_err(|e| err(&self.names, "resources", e))?;
+        props.extend(device_properties(&crate::devices::with_defaults(resources)).unwrap_or_default());
         if !props.is_empty() {
             self.client.set_properties(&props).map_err(|e| err(&self.names, "SetUnitProperties", e))?;
         }
@@ -362,5 +442,33 @@ mod tests {
         assert_eq!(names(&v1), ["MemoryLimit", "CPUShares", "CPUQuotaPeriodUSec", "CPUQuotaPerSecUSec", "TasksMax"]);
         let none = resource_properties(&LinuxResourcesBuilder::default().build().unwrap(), Layout::Unified).unwrap();
         assert!(none.is_empty());
+    }
+
+    #[test]
+    fn device_rules_as_unit_properties() {
+        let r: LinuxResources = serde_json::from_value(serde_json::json!({
+            "devices": [
+                {"allow": false, "access": "rwm"},
+                {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"},
+                {"allow": true, "type": "c", "major": 10, "minor": 229, "access": "rw"},
+                {"allow": false, "type": "c", "major": 10, "minor": 229, "access": "w"},
+                {"allow": true, "type": "c", "major": 136, "access": "rwm"},
+                {"allow": true, "type": "b", "minor": 7, "access": "r"}
+            ]
+        }))
+        .unwrap();
+        let props = device_properties(&r).unwrap();
+        assert_eq!(props[0], ("DevicePolicy", Value::from("strict")));
+        let want = vec![
+            ("/dev/char/1:3".to_string(), "rwm".to_string()),
+            ("/dev/char/10:229".to_string(), "r".to_string()),
+            ("char-136".to_string(), "rwm".to_string()),
+        ];
+        assert_eq!(props[1], ("DeviceAllow", Value::new(want)));
+        let all: LinuxResources = serde_json::from_value(serde_json::json!({"devices": [{"allow": true, "access": "rwm"}]})).unwrap();
+        assert_eq!(device_properties(&all).unwrap()[0], ("DevicePolicy", Value::from("auto")));
+        let but: LinuxResources = serde_json::from_value(serde_json::json!({"devices": [{"allow": true}, {"allow": false, "type": "b", "major": 8}]})).unwrap();
+        assert_eq!(device_properties(&but).unwrap(), vec![("DevicePolicy", Value::from("strict")), ("DeviceAllow", Value::new(Vec::<(String, String)>::new()))]);
+        assert!(device_properties(&LinuxResourcesBuilder::default().build().unwrap()).is_none());
     }
 }

@@ -756,15 +756,17 @@ disabled_plugins = [
     }
 
     /// Directories named after our namespace that no correct runtime makes:
-    /// `/<ns>` and `/sys/fs/cgroup/<ns>` (see [`Leftover::StrayDir`]).
+    /// `/<ns>` and `/sys/fs/cgroup/<ns>` (see [`Leftover::StrayDir`]). On a
+    /// unified cgroup v2 hierarchy the latter is the containers' parent
+    /// cgroup, which Drop removes, not a stray directory.
     pub fn stray_dirs(&self) -> Vec<PathBuf> {
-        [
-            Path::new("/").join(&self.namespace),
-            Path::new(host::CGROUP_ROOT).join(&self.namespace),
-        ]
-        .into_iter()
-        .filter(|p| p.symlink_metadata().is_ok())
-        .collect()
+        let cgroup =
+            (!host::cgroup_unified()).then(|| Path::new(host::CGROUP_ROOT).join(&self.namespace));
+        [Some(Path::new("/").join(&self.namespace)), cgroup]
+            .into_iter()
+            .flatten()
+            .filter(|p| p.symlink_metadata().is_ok())
+            .collect()
     }
 
     fn try_shim_socket(&self, id: &str) -> Result<PathBuf, String> {

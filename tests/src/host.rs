@@ -5,8 +5,17 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-/// Root of the cgroup v1 hierarchies (`/sys/fs/cgroup/<controller>`).
+/// Root of the cgroup v1 hierarchies (`/sys/fs/cgroup/<controller>`), or the
+/// unified cgroup v2 hierarchy itself (see [`cgroup_unified`]).
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// Whether [`CGROUP_ROOT`] is a unified cgroup v2 hierarchy, as on a systemd
+/// host with cgroup v2 (the node VM, `tests/node-vm`), rather than a tmpfs
+/// of v1 hierarchies (this project's usual host). There, every "hierarchy"
+/// below is the root itself, and a controller names no directory.
+pub fn cgroup_unified() -> bool {
+    Path::new(CGROUP_ROOT).join("cgroup.controllers").is_file()
+}
 
 /// One process of the host.
 #[derive(Debug, Clone)]
@@ -136,6 +145,9 @@ fn unescape_mount_path(s: &str) -> String {
 /// The cgroup v1 hierarchy directories, one per mounted controller set.
 /// Symlinks such as `cpu -> cpu,cpuacct` are skipped so nothing is seen twice.
 pub fn cgroup_hierarchies() -> Vec<PathBuf> {
+    if cgroup_unified() {
+        return vec![PathBuf::from(CGROUP_ROOT)];
+    }
     let Ok(dir) = fs::read_dir(CGROUP_ROOT) else {
         return Vec::new();
     };
@@ -160,6 +172,9 @@ pub fn cgroup_dirs(rel: &str) -> Vec<PathBuf> {
 
 /// Path of the cgroup `rel` in the hierarchy of `controller` (e.g. `memory`).
 pub fn cgroup_path(controller: &str, rel: &str) -> PathBuf {
+    if cgroup_unified() {
+        return Path::new(CGROUP_ROOT).join(rel);
+    }
     Path::new(CGROUP_ROOT).join(controller).join(rel)
 }
 

@@ -1,10 +1,16 @@
-//! The cgroup-v2 test VM: boots `tests/vm/run-vm.sh` (qemu, TCG, Debian's
-//! cloud kernel, containerd and the shim in an initramfs), reads the guest
-//! tests' results from its serial console and turns them into assertions.
+//! The test VMs: boots a lane's host script (qemu, TCG, Debian's cloud
+//! kernel), reads the guest tests' results from its serial console and turns
+//! them into assertions. Two lanes ([`Lane`]):
 //!
-//! The host's cgroups are v1 (hybrid), so everything about cgroup v2 is
-//! tested inside the VM by `tests/vm/guest-tests.sh`. Its protocol, one line
-//! each on the console:
+//! - [`CGROUP_V2_LANE`], `tests/vm/run-vm.sh`: containerd and the shim in a
+//!   busybox initramfs, cgroup2 mounted by hand. The host's cgroups are v1
+//!   (hybrid), so everything about cgroup v2 is tested there by
+//!   `tests/vm/guest-tests.sh`.
+//! - [`NODE_LANE`], `tests/node-vm/run-node-vm.sh`: a Debian bookworm node,
+//!   systemd as PID 1 on a unified cgroup v2 hierarchy, tested by
+//!   `tests/node-vm/guest-node-tests.sh`.
+//!
+//! Both guests speak the same protocol, one line each on the console:
 //!
 //! - `RSV2-RESULT <name> PASS` / `RSV2-RESULT <name> FAIL <reason>`
 //! - `RSV2-LOG <name> | <text>`, `RSV2-CTDLOG <name> | <text>`: a failing
@@ -13,9 +19,10 @@
 //! - `RSV2-INFO ...`, `RSV2-FATAL ...`: facts about the guest, setup failures
 //! - `RSV2-DONE`: the guest ran every test and is powering off
 //!
-//! [`boot`] never panics: whatever goes wrong (no root, no shim, no qemu or
-//! kernel to be had, a VM that hangs) comes back as an `Err` or as missing
-//! results, so every test reading the run can fail with the reason.
+//! [`boot`] and [`boot_lane`] never panic: whatever goes wrong (no root, no
+//! shim, no qemu, kernel or image to be had, a VM that hangs) comes back as an
+//! `Err` or as missing results, so every test reading the run can fail with
+//! the reason.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
@@ -30,14 +37,58 @@ use nix::unistd::Pid;
 
 use crate::{RUST_RUNTIME, SHIM_NAME};
 
-/// How long qemu may run (the script kills it after this), unless
-/// `RSV2_VM_TIMEOUT` says otherwise.
+/// How long qemu may run in the cgroup-v2 lane (the script kills it after
+/// this), unless `RSV2_VM_TIMEOUT` says otherwise.
 pub const DEFAULT_VM_TIMEOUT: Duration = Duration::from_secs(300);
-/// Extra time the whole script gets on top of the VM's limit: installing qemu,
-/// downloading the kernel and building the initramfs on a fresh machine.
-const SETUP_ALLOWANCE: Duration = Duration::from_secs(600);
 /// Console lines quoted when a result is missing.
 const TAIL_LINES: usize = 60;
+
+/// One VM lane: the host script that boots it, and how it reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lane {
+    /// For messages: "cgroup-v2 VM".
+    pub name: &'static str,
+    /// The host script, relative to the integration-tests crate (`tests/`).
+    pub script: &'static str,
+    /// How the script's own stderr lines start: `run-vm:`. It prints
+    /// `<prefix> booting` when qemu starts and `<prefix> qemu exited` after.
+    pub prefix: &'static str,
+    /// Prefix of the script's settings: `<env>_RUNTIME`, `<env>_TIMEOUT`
+    /// (also read here) and `<env>_TESTS`.
+    pub env: &'static str,
+    /// The `RSV2-TIME` label at which the guest is ready for its tests.
+    pub ready_label: &'static str,
+    /// How long qemu may run, unless `<env>_TIMEOUT` says otherwise.
+    pub default_timeout: Duration,
+    /// Extra time the whole script gets on top of the VM's limit: installing
+    /// qemu, downloading the kernel, building the initramfs or image.
+    pub setup_allowance: Duration,
+}
+
+/// The cgroup-v2 lane: `tests/vm/run-vm.sh`, a busybox initramfs.
+pub const CGROUP_V2_LANE: Lane = Lane {
+    name: "cgroup-v2 VM",
+    script: "vm/run-vm.sh",
+    prefix: "run-vm:",
+    env: "RSV2_VM",
+    ready_label: "containerd-ready",
+    default_timeout: DEFAULT_VM_TIMEOUT,
+    setup_allowance: Duration::from_secs(600),
+};
+
+/// The node lane: `tests/node-vm/run-node-vm.sh`, systemd as PID 1 on a
+/// unified cgroup v2 hierarchy, Debian bookworm's containerd and runc. Its
+/// setup may build the image with debootstrap (about a minute, more on a
+/// slow mirror) and the integration-test binary it copies in.
+pub const NODE_LANE: Lane = Lane {
+    name: "node VM",
+    script: "node-vm/run-node-vm.sh",
+    prefix: "run-node-vm:",
+    env: "RSV2_NODE_VM",
+    ready_label: "node-ready",
+    default_timeout: Duration::from_secs(1800),
+    setup_allowance: Duration::from_secs(1200),
+};
 
 /// How to boot the VM.
 #[derive(Debug, Clone)]
@@ -60,12 +111,13 @@ pub enum Outcome {
 /// One finished VM run.
 #[derive(Debug)]
 pub struct VmRun {
+    pub lane: Lane,
     pub runtime: String,
     /// The serial console, `\r` removed.
     pub console: String,
-    /// run-vm.sh's own messages (stderr).
+    /// The lane script's own messages (stderr).
     pub script_log: String,
-    /// run-vm.sh's exit status, as text.
+    /// The lane script's exit status, as text.
     pub status: String,
     /// Results by guest test name, in the order reported.
     pub results: BTreeMap<String, Outcome>,
@@ -77,42 +129,48 @@ pub struct VmRun {
     pub done: bool,
     /// `RSV2-TIME` lines: label and seconds (guest uptime, or a test's duration).
     pub guest_times: Vec<(String, f64)>,
-    /// Host time from qemu's start (`run-vm: booting`) to containerd being
-    /// ready in the guest, when both were seen.
+    /// Host time from qemu's start (`run-vm: booting`) to the guest being
+    /// ready (the lane's `ready_label`), when both were seen.
     pub boot_to_ready: Option<Duration>,
     /// Host time from qemu's start to its exit.
     pub vm_wall: Option<Duration>,
-    /// Host time for the whole script (setup, initramfs, VM).
+    /// Host time for the whole script (setup, initramfs or image, VM).
     pub total_wall: Duration,
     pub console_file: PathBuf,
 }
 
-/// Runs the VM once and collects everything it reported. `Err` only when the
-/// VM could not be started at all; a VM that died or hung is an `Ok` with
-/// results missing and `done == false`.
+/// Runs the cgroup-v2 VM ([`CGROUP_V2_LANE`]) once; see [`boot_lane`].
 pub fn boot(opts: &VmOptions) -> Result<VmRun, String> {
+    boot_lane(&CGROUP_V2_LANE, opts)
+}
+
+/// Runs `lane`'s VM once and collects everything it reported. `Err` only
+/// when the VM could not be started at all; a VM that died or hung is an
+/// `Ok` with results missing and `done == false`.
+pub fn boot_lane(lane: &Lane, opts: &VmOptions) -> Result<VmRun, String> {
     if !nix::unistd::geteuid().is_root() {
-        return Err(
-            "the cgroup-v2 VM test must run as root (it installs qemu with apt-get, \
-                    caches the kernel under /var/cache/rsv2-vm and runs containers in the VM)"
-                .into(),
-        );
+        return Err(format!(
+            "the {} test must run as root (it installs qemu with apt-get, caches \
+             the kernel and images under /var/cache and runs containers in the VM)",
+            lane.name
+        ));
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("vm/run-vm.sh");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join(lane.script);
     if !script.is_file() {
         return Err(format!("{} is missing", script.display()));
     }
     let shim = shim_for(&opts.runtime)?;
-    let vm_timeout = std::env::var("RSV2_VM_TIMEOUT")
+    let timeout_var = format!("{}_TIMEOUT", lane.env);
+    let vm_timeout = std::env::var(&timeout_var)
         .ok()
         .and_then(|s| s.parse().ok())
         .map(Duration::from_secs)
-        .unwrap_or(DEFAULT_VM_TIMEOUT);
+        .unwrap_or(lane.default_timeout);
 
     let mut cmd = Command::new("bash");
     cmd.arg(&script)
-        .env("RSV2_VM_RUNTIME", &opts.runtime)
-        .env("RSV2_VM_TIMEOUT", vm_timeout.as_secs().to_string())
+        .env(format!("{}_RUNTIME", lane.env), &opts.runtime)
+        .env(&timeout_var, vm_timeout.as_secs().to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -130,7 +188,12 @@ pub fn boot(opts: &VmOptions) -> Result<VmRun, String> {
         None => cmd.env_remove("SHIM_BIN"),
     };
     if !opts.tests.is_empty() {
-        cmd.env("RSV2_VM_TESTS", opts.tests.join(" "));
+        cmd.env(format!("{}_TESTS", lane.env), opts.tests.join(" "));
+    }
+    // The cargo that built us, for a script that builds test binaries to
+    // copy into its guest (cargo does not hold its lock while tests run).
+    if std::env::var_os("CARGO").is_none() {
+        cmd.env("CARGO", env!("CARGO"));
     }
 
     let started = Instant::now();
@@ -161,7 +224,10 @@ pub fn boot(opts: &VmOptions) -> Result<VmRun, String> {
         }),
     ];
 
-    let deadline = started + vm_timeout + SETUP_ALLOWANCE;
+    let deadline = started + vm_timeout + lane.setup_allowance;
+    let ready_tag = format!("RSV2-TIME {}", lane.ready_label);
+    let booting = format!("{} booting", lane.prefix);
+    let exited = format!("{} qemu exited", lane.prefix);
     let mut console = String::new();
     let mut script_log = String::new();
     let mut qemu_started = None;
@@ -172,16 +238,16 @@ pub fn boot(opts: &VmOptions) -> Result<VmRun, String> {
         let wait = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(wait.max(Duration::from_millis(1))) {
             Ok((at, Line::Console(line))) => {
-                if line.contains("RSV2-TIME containerd-ready") {
+                if line.contains(&ready_tag) {
                     ready_at.get_or_insert(at);
                 }
                 console.push_str(&line);
                 console.push('\n');
             }
             Ok((at, Line::Script(line))) => {
-                if line.starts_with("run-vm: booting") {
+                if line.starts_with(&booting) {
                     qemu_started.get_or_insert(at);
-                } else if line.starts_with("run-vm: qemu exited") {
+                } else if line.starts_with(&exited) {
                     qemu_exited.get_or_insert(at);
                 }
                 script_log.push_str(&line);
@@ -191,8 +257,9 @@ pub fn boot(opts: &VmOptions) -> Result<VmRun, String> {
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 if Instant::now() >= deadline && !killed {
                     script_log.push_str(&format!(
-                        "[vm.rs] run-vm.sh still running after {:?}: killing it\n",
-                        vm_timeout + SETUP_ALLOWANCE
+                        "[vm.rs] {} still running after {:?}: killing it\n",
+                        lane.script,
+                        vm_timeout + lane.setup_allowance
                     ));
                     kill_script(pid, &mut child);
                     killed = true;
@@ -210,7 +277,7 @@ pub fn boot(opts: &VmOptions) -> Result<VmRun, String> {
             kill_script(pid, &mut child);
             child
                 .wait()
-                .map_err(|e| format!("waiting for run-vm.sh: {e}"))?
+                .map_err(|e| format!("waiting for {}: {e}", lane.script))?
         }
     };
     for r in readers {
@@ -220,10 +287,11 @@ pub fn boot(opts: &VmOptions) -> Result<VmRun, String> {
     let _ = std::fs::create_dir_all(opts.console_file.parent().unwrap_or(Path::new(".")));
     let _ = std::fs::write(
         &opts.console_file,
-        format!("{console}\n--- run-vm.sh ---\n{script_log}"),
+        format!("{console}\n--- {} ---\n{script_log}", lane.script),
     );
 
     let mut run = VmRun {
+        lane: *lane,
         runtime: opts.runtime.clone(),
         console,
         script_log,
@@ -270,8 +338,8 @@ fn shim_for(runtime: &str) -> Result<Option<PathBuf>, String> {
     Ok(None)
 }
 
-/// SIGTERM, on which run-vm.sh's trap kills qemu and removes its temporary
-/// directory; SIGKILL if it is still there 15 s later.
+/// SIGTERM, on which the lane script's trap kills qemu and removes its
+/// temporary directory; SIGKILL if it is still there 15 s later.
 fn kill_script(pid: Pid, child: &mut std::process::Child) {
     let _ = kill(pid, Signal::SIGTERM);
     for _ in 0..150 {
@@ -352,8 +420,9 @@ impl VmRun {
         let lines: Vec<&str> = self.console.lines().collect();
         let tail = lines[lines.len().saturating_sub(n)..].join("\n");
         format!(
-            "--- last {} console lines ---\n{tail}\n--- run-vm.sh ({}) ---\n{}",
+            "--- last {} console lines ---\n{tail}\n--- {} ({}) ---\n{}",
             n.min(lines.len()),
+            self.lane.script,
             self.status,
             self.script_log.trim_end()
         )
@@ -363,20 +432,25 @@ impl VmRun {
     pub fn timing_summary(&self) -> String {
         let secs =
             |d: Option<Duration>| d.map_or("?".to_string(), |d| format!("{:.1}s", d.as_secs_f64()));
-        let guest = |l: &str| {
-            self.guest_time(l)
-                .map_or("?".to_string(), |s| format!("{s:.1}s"))
-        };
+        let stages: Vec<String> = self
+            .guest_times
+            .iter()
+            .filter(|(l, _)| !l.starts_with("test:"))
+            .map(|(l, t)| format!("{l} {t:.1}s"))
+            .collect();
         let mut s = format!(
-            "runtime {}: total {:.1}s (setup + initramfs + VM), VM {}, qemu start to containerd ready {}; \
-             guest uptime: initramfs {}, containerd ready {}, tests done {}",
+            "runtime {}: total {:.1}s (setup + VM), VM {}, qemu start to {} {}; \
+             guest uptime: {}",
             self.runtime,
             self.total_wall.as_secs_f64(),
             secs(self.vm_wall),
+            self.lane.ready_label,
             secs(self.boot_to_ready),
-            guest("initramfs"),
-            guest("containerd-ready"),
-            guest("tests-done"),
+            if stages.is_empty() {
+                "?".to_string()
+            } else {
+                stages.join(", ")
+            },
         );
         let per_test: Vec<String> = self
             .guest_times
@@ -400,8 +474,9 @@ impl VmRun {
         match self.results.get(name) {
             Some(Outcome::Pass) => Ok(()),
             Some(Outcome::Fail(reason)) => Err(format!(
-                "guest test {name} failed in the cgroup-v2 VM (runtime {}): {reason}{logs}\n\
+                "guest test {name} failed in the {} (runtime {}): {reason}{logs}\n\
                  (full console: {})",
+                self.lane.name,
                 self.runtime,
                 self.console_file.display()
             )),
@@ -456,7 +531,8 @@ impl VmRun {
             return Ok(());
         }
         Err(format!(
-            "cgroup-v2 VM run incomplete: {}\n{}\n{}\n(full console: {})",
+            "{} run incomplete: {}\n{}\n{}\n(full console: {})",
+            self.lane.name,
             problems.join("; "),
             self.timing_summary(),
             self.console_tail(TAIL_LINES),
@@ -471,6 +547,7 @@ mod tests {
 
     fn run_from(console: &str) -> VmRun {
         let mut run = VmRun {
+            lane: CGROUP_V2_LANE,
             runtime: RUST_RUNTIME.into(),
             console: console.into(),
             script_log: String::new(),

@@ -1,0 +1,122 @@
+//! The node VM lane (issue #16): a VM that looks like a Kubernetes node.
+//!
+//! `tests/node-vm/run-node-vm.sh` boots Debian's cloud kernel under qemu
+//! (TCG) on a Debian bookworm disk image made once by
+//! `tests/node-vm/build-image.sh` (debootstrap, cached under
+//! /var/cache/rsv2-node-vm): systemd as PID 1 on a unified cgroup v2
+//! hierarchy, dbus, udev, Debian's containerd 1.6.20, runc, the CNI plugins
+//! and criu. The run's files (our shim, the `foundation` integration-test
+//! binary, the guest test script) come in on a second disk, and
+//! `tests/node-vm/guest-node-tests.sh` runs the tests there. The VM boots
+//! once for the whole file (a minute or two); each guest test is one
+//! `#[test]` here, and `node_vm_ran_every_guest_test` fails when the guest
+//! did not finish (no RSV2-DONE) or a result is missing.
+//!
+//! The runtime is `IT_RUNTIME` (default `io.containerd.rust.v2`), for the
+//! integration-test binary run in the guest; `node_containerd_runc` and
+//! `node_containerd_rust` each use their own. The console is kept in
+//! `target/tmp/rsv2-node-vm-<runtime>.log`.
+//!
+//! Nothing is skipped: no root, no shim binary, no qemu, kernel or image to
+//! be had (the scripts install qemu, debootstrap and the rest with apt and
+//! build the image when missing) all fail every test with the reason.
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use integration_tests::runtime_under_test;
+use integration_tests::vm::{self, VmOptions, VmRun, NODE_LANE};
+
+fn vm_run() -> &'static Result<VmRun, String> {
+    static RUN: OnceLock<Result<VmRun, String>> = OnceLock::new();
+    RUN.get_or_init(|| {
+        let runtime = runtime_under_test();
+        let console_file =
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("rsv2-node-vm-{runtime}.log"));
+        let run = vm::boot_lane(
+            &NODE_LANE,
+            &VmOptions {
+                runtime,
+                tests: Vec::new(),
+                console_file,
+            },
+        );
+        if let Ok(run) = &run {
+            // Visible with --nocapture, and in the captured output of any failure.
+            println!("node VM: {}", run.timing_summary());
+        }
+        run
+    })
+}
+
+fn check(name: &str) {
+    match vm_run() {
+        Err(e) => panic!("cannot run the node VM: {e}"),
+        Ok(run) => {
+            if let Err(msg) = run.check(name) {
+                panic!("{msg}");
+            }
+        }
+    }
+}
+
+macro_rules! guest_tests {
+    ($($(#[doc = $doc:literal])* $name:ident,)*) => {
+        /// Every test guest-node-tests.sh runs, in its order.
+        const GUEST_TESTS: &[&str] = &[$(stringify!($name)),*];
+        $(
+            $(#[doc = $doc])*
+            #[test]
+            fn $name() {
+                check(stringify!($name));
+            }
+        )*
+    };
+}
+
+guest_tests! {
+    /// PID 1 is systemd (in /init.scope), `systemctl is-system-running` says
+    /// running or degraded (the failed units are named), and /sys/fs/cgroup is
+    /// cgroup2fs with no v1 hierarchy mounted.
+    node_systemd_pid1,
+    /// A private containerd (own root, state and sockets; `SystemdCgroup = true`
+    /// for runc and rust in its CRI section) runs a busybox container with
+    /// `ctr run --runtime io.containerd.runc.v2 --runc-systemd-cgroup --cgroup
+    /// system.slice:rsv2:smoke --memory-limit 33554432`: `rsv2-smoke.scope` is
+    /// active in system.slice and holds the task, memory.max is set, an exec
+    /// joins it, and the scope is gone after delete.
+    node_containerd_runc,
+    /// The same with our shim (`--runtime io.containerd.rust.v2 --cgroup
+    /// system.slice:rsv2:smoke-rust`): its systemd cgroup driver makes
+    /// `rsv2-smoke-rust.scope`.
+    node_containerd_rust,
+    /// The host-built `foundation` integration-test binary runs in the guest:
+    /// `exit_codes`, on a private containerd of its own, with `IT_RUNTIME`.
+    node_integration_binary,
+    /// tests/tests/node_systemd.rs: `ctr run` with a `system.slice:rsv2:ID`
+    /// cgroupsPath and memory, swap, cpu, cpuset and pids limits, under
+    /// runc's shim and ours: `systemctl show` of the scope (Slice, Delegate,
+    /// MemoryMax/Low/SwapMax, CPUQuota, AllowedCPUs/MemoryNodes, TasksMax,
+    /// DevicePolicy and DeviceAllow) and its cgroup files match the spec,
+    /// an exec joins it, pause freezes it, metrics work, kill --all empties
+    /// it, and no unit is left after delete; the same for both shims.
+    systemd_ctr_scope_matches_runc,
+    /// tests/tests/node_systemd.rs: a CRI pod under `SystemdCgroup = true`
+    /// with handlers `runc` and `rust`: the container's scope in the pod's
+    /// slice, ExecSync in it, ContainerStats, UpdateContainerResources
+    /// (unit properties and files), an OOMKilled container (exit 137), and
+    /// no unit left after the pod's removal; the same for both shims.
+    systemd_cri_pod_matches_runc,
+}
+
+#[test]
+fn node_vm_ran_every_guest_test() {
+    match vm_run() {
+        Err(e) => panic!("cannot run the node VM: {e}"),
+        Ok(run) => {
+            if let Err(msg) = run.check_complete(GUEST_TESTS) {
+                panic!("{msg}");
+            }
+        }
+    }
+}
