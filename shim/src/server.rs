@@ -39,7 +39,7 @@ pub enum ServerError {
 }
 
 /// The same handlers, registered under the v2 and v3 service names.
-fn task_methods(service: Arc<Service>) -> Methods {
+pub fn task_methods(service: Arc<Service>) -> Methods {
     let v3 = create_task(service.clone());
     let v2 = create_task(service).into_iter().map(|(k, v)| (k.replace("containerd.task.v3.Task", "containerd.task.v2.Task"), v));
     v3.into_iter().chain(v2).collect()
