@@ -92,6 +92,22 @@ fn apply_toml(body: &str, o: &mut RuntimeOptions) -> Result<(), OptionsError> {
     Ok(())
 }
 
+/// A runtime's TOML config file (CRI's ConfigPath): a regular file of at
+/// most 1 MiB, so that a path such as /dev/zero or a FIFO cannot hold a
+/// Create (and the shim's memory) forever.
+fn read_config(path: &str) -> std::io::Result<String> {
+    use std::io::Read;
+    const MAX: u64 = 1 << 20;
+    let file = std::fs::File::open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() || meta.len() > MAX {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file of at most 1 MiB"));
+    }
+    let mut body = String::new();
+    file.take(MAX).read_to_string(&mut body)?;
+    Ok(body)
+}
+
 pub fn parse(any: Option<&Any>) -> Result<RuntimeOptions, OptionsError> {
     let mut o = RuntimeOptions::default();
     let Some(any) = any.filter(|a| !a.type_url.is_empty()) else { return Ok(o) };
@@ -127,7 +143,7 @@ pub fn parse(any: Option<&Any>) -> Result<RuntimeOptions, OptionsError> {
                 match (n, f) {
                     (2, Field::Bytes(path)) if !path.is_empty() => {
                         let path = String::from_utf8_lossy(&path).into_owned();
-                        body = std::fs::read_to_string(&path).map_err(|source| OptionsError::ConfigPath { path, source })?;
+                        body = read_config(&path).map_err(|source| OptionsError::ConfigPath { path, source })?;
                     }
                     (3, Field::Bytes(b)) if !b.is_empty() => body = String::from_utf8_lossy(&b).into_owned(),
                     _ => {}
@@ -136,9 +152,6 @@ pub fn parse(any: Option<&Any>) -> Result<RuntimeOptions, OptionsError> {
             apply_toml(&body, &mut o)?;
         }
         other => log::debug!("runtime options of type {other} ignored"),
-    }
-    if o.systemd_cgroup {
-        log::info!("SystemdCgroup is set, but there is no systemd cgroup driver yet: using cgroupfs");
     }
     Ok(o)
 }
