@@ -11,7 +11,7 @@
 
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::CgroupError;
 
@@ -20,6 +20,9 @@ pub struct OomSource {
     kind: Kind,
     /// v1: memory.oom_control stays open while the event is registered.
     _control: Option<std::fs::File>,
+    /// The file with the `oom_kill` counter (v2 memory.events, v1
+    /// memory.oom_control).
+    counter: PathBuf,
 }
 
 enum Kind {
@@ -49,7 +52,7 @@ impl OomSource {
             .open(&ctl)
             .and_then(|mut f| f.write_all(format!("{} {}", fd.as_raw_fd(), control.as_raw_fd()).as_bytes()))
             .map_err(io(&ctl, "register oom event"))?;
-        Ok(OomSource { fd, kind: Kind::EventFd, _control: Some(control) })
+        Ok(OomSource { fd, kind: Kind::EventFd, _control: Some(control), counter: control_path })
     }
 
     pub fn inotify(events: &Path) -> Result<OomSource, CgroupError> {
@@ -65,7 +68,12 @@ impl OomSource {
         if unsafe { libc::inotify_add_watch(fd.as_raw_fd(), c.as_ptr(), libc::IN_MODIFY) } < 0 {
             return Err(io(events, "watch")(std::io::Error::last_os_error()));
         }
-        Ok(OomSource { fd, kind: Kind::Inotify, _control: None })
+        Ok(OomSource { fd, kind: Kind::Inotify, _control: None, counter: events.to_path_buf() })
+    }
+
+    /// The file that counts the cgroup's OOM kills.
+    pub fn counter_file(&self) -> &Path {
+        &self.counter
     }
 
     /// Consumes the readiness, so the next poll waits for new activity.
@@ -85,4 +93,11 @@ impl AsFd for OomSource {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
+}
+
+/// The `oom_kill` count in `file` (v2 memory.events or v1
+/// memory.oom_control); None when it cannot be read (the cgroup is gone).
+pub fn read_kills(file: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(file).ok()?;
+    Some(crate::stats::flat_keyed(&text).get("oom_kill").copied().unwrap_or(0))
 }

@@ -144,6 +144,9 @@ pub struct Container {
     mounted_rootfs: Option<PathBuf>,
     /// OOM kills already reported, so each is reported once.
     oom_reported: u64,
+    /// The highest OOM kill count the IO loop read (oom.rs): what the exit
+    /// path goes by when the cgroup is already gone.
+    pub oom_seen: Arc<std::sync::atomic::AtomicU64>,
     /// Whether init is the init of a pid namespace of its own. If not, the
     /// kernel does not take the other processes down with it.
     own_pid_ns: bool,
@@ -432,6 +435,7 @@ impl Container {
             },
             execs: HashMap::new(),
             oom_reported: cg.oom_kills(),
+            oom_seen: Default::default(),
             own_pid_ns: linux
                 .namespaces()
                 .iter()
@@ -479,6 +483,7 @@ impl Container {
             init: Proc { exec_id: String::new(), pid: 0, status: Status::Created, exit: None, io: req.io.clone(), pending: None, created: None, handles: Some(handles), spawned: std::time::Instant::now() },
             execs: HashMap::new(),
             oom_reported: cg.oom_kills(),
+            oom_seen: Default::default(),
             own_pid_ns: linux
                 .namespaces()
                 .iter()
@@ -652,7 +657,7 @@ impl Container {
 
     /// New OOM kills since the last call: the caller publishes TaskOOM.
     pub fn take_oom(&mut self) -> bool {
-        let kills = self.cgroup.oom_kills();
+        let kills = self.cgroup.oom_kills().max(self.oom_seen.load(std::sync::atomic::Ordering::SeqCst));
         let new = kills > self.oom_reported;
         self.oom_reported = self.oom_reported.max(kills);
         new

@@ -4,8 +4,16 @@
 //! counter decides whether a TaskOOM is due, under the container's lock. The
 //! exit path runs the same check before it publishes TaskExit, so an OOM
 //! kill is always reported before the exit it caused.
+//!
+//! The counter is also read on the IO loop itself, at once: when the event
+//! wakes it, and on every SIGCHLD before the reaper runs ([`snapshot`]).
+//! Under the systemd driver, systemd removes a scope's cgroup as soon as
+//! its last process is gone, and an exit path that read the counter only
+//! later found no file and reported an OOM-killed container as "Error".
 
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use cgroup::OomSource;
 
@@ -13,6 +21,20 @@ use crate::container::Cell;
 use crate::io_loop::io_loop;
 
 type Report = Arc<dyn Fn(&Arc<Cell>) + Send + Sync>;
+
+/// Every watched counter file, with the highest count read from it.
+static COUNTERS: Mutex<Vec<(u64, PathBuf, Arc<AtomicU64>)>> = Mutex::new(Vec::new());
+
+/// Reads every watched OOM counter now: the reaper calls it before it reaps,
+/// while an OOM-killed container's cgroup still exists.
+pub fn snapshot() {
+    let counters = COUNTERS.lock().unwrap_or_else(|e| e.into_inner());
+    for (_, file, seen) in counters.iter() {
+        if let Some(k) = cgroup::oom::read_kills(file) {
+            seen.fetch_max(k, Ordering::SeqCst);
+        }
+    }
+}
 
 pub struct OomWatcher {
     report: Report,
@@ -27,22 +49,31 @@ impl OomWatcher {
 
     /// Watches `source` for the container in `cell` until
     /// [`OomWatcher::forget`]. Returns a token for it.
-    pub fn watch(&self, cell: &Arc<Cell>, source: OomSource) -> std::io::Result<u64> {
+    /// `seen` keeps the highest kill count read on the IO loop.
+    pub fn watch(&self, cell: &Arc<Cell>, source: OomSource, seen: Arc<AtomicU64>) -> std::io::Result<u64> {
         let cell = Arc::downgrade(cell);
         let report = self.report.clone();
-        io_loop().watch(source, move |source| {
+        let file = source.counter_file().to_path_buf();
+        let counted = seen.clone();
+        let token = io_loop().watch(source, move |source| {
             source.drain();
+            if let Some(k) = cgroup::oom::read_kills(source.counter_file()) {
+                counted.fetch_max(k, Ordering::SeqCst);
+            }
             let Some(cell) = cell.upgrade() else { return };
             let report = report.clone();
             let spawned = std::thread::Builder::new().name("oom".into()).spawn(move || report(&cell));
             if let Err(e) = spawned {
                 log::warn!("start an oom report: {e}");
             }
-        })
+        })?;
+        COUNTERS.lock().unwrap_or_else(|e| e.into_inner()).push((token, file, seen));
+        Ok(token)
     }
 
     /// Stops watching and closes the fd.
     pub fn forget(&self, token: u64) {
+        COUNTERS.lock().unwrap_or_else(|e| e.into_inner()).retain(|(t, _, _)| *t != token);
         io_loop().remove(token);
     }
 }

@@ -59,6 +59,9 @@ impl Reaper {
             // Several exits can share one signal: read them all, then reap
             // until nothing is left.
             while let Ok(Some(_)) = signals.read_signal() {}
+            // Before the exit is handled, while an OOM-killed container's
+            // cgroup is still there (oom.rs).
+            crate::oom::snapshot();
             r.reap();
         })?;
         Ok(reaper)

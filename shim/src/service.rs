@@ -234,7 +234,11 @@ impl Task for Service {
         let oom_source = container.cgroup.oom_source();
         let cell = Cell::new(container);
         match (&self.oom, oom_source) {
-            (Some(w), Ok(source)) => cell.lock().oom_token = w.watch(&cell, source).map_err(|e| log::warn!("watch oom of {}: {e}", req.id)).ok(),
+            (Some(w), Ok(source)) => {
+                let seen = cell.lock().oom_seen.clone();
+                let token = w.watch(&cell, source, seen).map_err(|e| log::warn!("watch oom of {}: {e}", req.id)).ok();
+                cell.lock().oom_token = token;
+            }
             (_, Err(e)) => log::warn!("no oom events for {}: {e}", req.id),
             (None, _) => {}
         }
