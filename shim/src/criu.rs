@@ -8,7 +8,6 @@
 //! sentence that quotes CRIU's own error.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CriuError {
@@ -37,13 +36,36 @@ pub fn tail(text: &str, lines: usize) -> String {
 }
 
 /// Whether CRIU can work here: installed, and `criu check` passes.
-pub fn preflight() -> Result<PathBuf, CriuError> {
+///
+/// `criu check` runs as the shim's other helpers do (spawn::helper, waited
+/// for through `wait`): std's Command waits with waitpid(pid), and the
+/// shim's reaper, a subreaper's waitpid(-1), took the child first, so
+/// every checkpoint failed with ECHILD.
+pub fn preflight(wait: runtime::hooks::Wait<'_>) -> Result<PathBuf, CriuError> {
+    use std::io::{Read, Seek};
+    use std::os::fd::{AsRawFd, FromRawFd};
     let criu = binary().ok_or(CriuError::NotInstalled)?;
-    let out = Command::new(&criu).arg("check").output().map_err(|source| CriuError::Run { what: format!("{} check", criu.display()), source })?;
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let what = || format!("{} check", criu.display());
+    // Its output, into memory: no file to leave behind.
+    // SAFETY: memfd_create with a NUL-terminated name; the fd is ours.
+    let fd = unsafe { libc::memfd_create(c"criu-check".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(CriuError::Run { what: what(), source: std::io::Error::last_os_error() });
+    }
+    // SAFETY: a new fd that nothing else owns.
+    let mut out = unsafe { std::fs::File::from_raw_fd(fd) };
+    let null = std::fs::File::open("/dev/null").map_err(|source| CriuError::Run { what: what(), source })?;
+    let argv = [std::ffi::OsStr::new("criu"), std::ffi::OsStr::new("check")];
+    let spawned = std::time::Instant::now();
+    let pid = runtime::spawn::helper(&criu, &argv, &[], &[null.as_raw_fd(), out.as_raw_fd(), out.as_raw_fd()]).map_err(|source| CriuError::Run { what: what(), source })?;
+    let code = wait(pid, spawned, Some(std::time::Duration::from_secs(60)));
+    let mut text = String::new();
+    let _ = out.rewind();
+    let _ = out.read_to_string(&mut text);
     // criu 3.17 exits 0 even when its kernel checks fail: its error lines
     // say so.
-    if !out.status.success() || text.lines().any(|l| l.starts_with("Error ")) {
+    if code != Some(0) || text.lines().any(|l| l.starts_with("Error ")) {
+        let text = if text.trim().is_empty() { format!("exit {code:?}") } else { text };
         return Err(CriuError::CheckFailed(tail(&text, 3)));
     }
     Ok(criu)
@@ -149,8 +171,12 @@ pub struct Layout {
     /// (destination in the container, host source) of every bind mount,
     /// the v1 cgroup hierarchies included.
     pub binds: Vec<(String, String)>,
-    /// Masked files: /dev/null bound over them.
+    /// Masked files: /dev/null bound over them (found in the running
+    /// container, at a checkpoint).
     pub masked_files: Vec<String>,
+    /// Whether the spec masks any path: a restore, which has no running
+    /// container to look into, then maps /dev/null for them (runc does).
+    pub masks: bool,
     /// Device nodes of linux.devices.
     pub devices: Vec<String>,
     /// (kind "net" or "pid", the inode of the namespace joined by path, the
@@ -251,7 +277,7 @@ pub fn restore_args(images: &Path, work: &Path, root: &Path, pidfile: &Path, opt
     for (dest, source) in &layout.binds {
         a.extend(["--external".into(), format!("mnt[{dest}]:{source}")]);
     }
-    if !layout.masked_files.is_empty() {
+    if layout.masks || !layout.masked_files.is_empty() {
         a.extend(["--external".into(), "mnt[/dev/null]:/dev/null".into()]);
     }
     for d in &layout.devices {
@@ -281,6 +307,7 @@ mod args_tests {
         let layout = Layout {
             binds: vec![("/data".into(), "/srv/data".into())],
             masked_files: vec!["/proc/kcore".into()],
+            masks: true,
             devices: vec![],
             external_ns: vec![("net", 4026532000, "/proc/1/ns/net".into())],
             cgroup: "/default/c1".into(),

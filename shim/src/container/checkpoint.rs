@@ -72,6 +72,7 @@ impl Container {
                 }
             }
         }
+        layout.masks = linux.masked_paths().iter().flatten().next().is_some();
         for p in linux.masked_paths().iter().flatten() {
             let inside = Path::new("/proc").join(self.init.pid.to_string()).join("root").join(p.trim_start_matches('/'));
             if std::fs::metadata(&inside).is_ok_and(|m| !m.is_dir()) {
@@ -104,7 +105,7 @@ impl Container {
             // RPC (orphan-pts-master), which we do not speak yet.
             return Err(ContainerError::Unsupported(format!("container {} has a terminal: checkpointing one is not supported yet", self.id)));
         }
-        let criu_bin = criu::preflight()?;
+        let criu_bin = criu::preflight(wait)?;
         let io = |path: &Path, e: std::io::Error| ContainerError::Criu(CriuError::Run { what: format!("create {}", path.display()), source: e });
         std::fs::create_dir_all(images).map_err(|e| io(images, e))?;
         let default_work = self.bundle.join("criu-work");
@@ -135,7 +136,7 @@ impl Container {
     pub(super) fn restore(&mut self, wait: Wait<'_>) -> Result<i32, ContainerError> {
         let restore = self.init_restore.take().ok_or_else(|| ContainerError::Unsupported("no checkpoint to restore".into()))?;
         self.init.spawned = std::time::Instant::now();
-        let criu_bin = criu::preflight()?;
+        let criu_bin = criu::preflight(wait)?;
         let bundle = self.bundle.clone();
         let rootfs = Bundle::rootfs_of(&bundle, &self.spec);
         let opts: DumpOptions = std::fs::read(restore.images.join(criu::OPTIONS_FILE)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
