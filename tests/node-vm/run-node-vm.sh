@@ -37,7 +37,7 @@
 #   RSV2_NODE_VM_RUST_TEST_TIMEOUT  seconds one guest Rust test may take (default 420)
 #   RSV2_NODE_VM_VERBOSE      set to 1: passing guest tests print their output too
 #   RSV2_NODE_VM_IT_BINS      integration-test binaries to copy in (space-separated
-#                             paths); default: the `foundation` and `node_systemd`
+#                             paths); default: the `foundation`, `node_systemd` and `node_criu`
 #                             test binaries, from `cargo test --no-run -p
 #                             integration-tests --test ...` (or, without cargo, the
 #                             newest target/debug/deps/<name>-*)
@@ -142,14 +142,14 @@ find_it_bins() {
   if command -v "$cargo" >/dev/null; then
     # Builds it if needed; cargo does not hold its lock while tests run, so
     # this works from inside `cargo test` too.
-    # foundation for node_integration_binary; node_systemd is guest-only
-    # (tests/Cargo.toml: test = false).
+    # foundation for node_integration_binary; node_systemd and node_criu
+    # are guest-only (tests/Cargo.toml: test = false).
     exe=$(cd "$REPO" && "$cargo" test --no-run --message-format=json -p integration-tests \
-      --test foundation --test node_systemd 2>/dev/null |
+      --test foundation --test node_systemd --test node_criu 2>/dev/null |
       grep -o '"executable":"[^"]*"' | cut -d'"' -f4 | tr '\n' ' ') || true
   fi
   if [ -z "$exe" ]; then
-    for t in foundation node_systemd; do
+    for t in foundation node_systemd node_criu; do
       exe="$exe $(ls -t "$REPO"/target/debug/deps/$t-* 2>/dev/null | grep -v '\.d$' | head -n 1 || true)"
     done
   fi

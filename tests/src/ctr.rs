@@ -119,6 +119,12 @@ impl Background {
         }
     }
 
+    /// Whether the process has exited (it is not reaped here: [`Self::wait`]
+    /// still returns its output).
+    pub fn exited(&mut self) -> bool {
+        self.inner.as_mut().is_some_and(|c| matches!(c.child.try_wait(), Ok(Some(_))))
+    }
+
     /// Waits for the process to exit and returns its output; panics if it is
     /// still running after `timeout`.
     pub fn wait(mut self, timeout: Duration) -> Output {

@@ -35,11 +35,118 @@ pub struct CloseIoRequest {
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Empty {}
 
+/// google.protobuf.Any.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Any {
+    #[prost(string, tag = "1")]
+    pub type_url: String,
+    #[prost(bytes = "vec", tag = "2")]
+    pub value: Vec<u8>,
+}
+
+/// containerd.types.Descriptor: a blob in containerd's content store.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Descriptor {
+    #[prost(string, tag = "1")]
+    pub media_type: String,
+    #[prost(string, tag = "2")]
+    pub digest: String,
+    #[prost(int64, tag = "3")]
+    pub size: i64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CheckpointTaskRequest {
+    #[prost(string, tag = "1")]
+    pub container_id: String,
+    #[prost(string, tag = "2")]
+    pub parent_checkpoint: String,
+    #[prost(message, optional, tag = "3")]
+    pub options: Option<Any>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CheckpointTaskResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub descriptors: Vec<Descriptor>,
+}
+
+/// runc's CheckpointOptions (containerd.runc.v1), which containerd passes
+/// to the shim as they are, for either runtime.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CheckpointOptions {
+    #[prost(bool, tag = "1")]
+    pub exit: bool,
+    #[prost(bool, tag = "2")]
+    pub open_tcp: bool,
+    #[prost(bool, tag = "3")]
+    pub external_unix_sockets: bool,
+    #[prost(bool, tag = "4")]
+    pub terminal: bool,
+    #[prost(bool, tag = "5")]
+    pub file_locks: bool,
+    #[prost(string, repeated, tag = "6")]
+    pub empty_namespaces: Vec<String>,
+    #[prost(string, tag = "7")]
+    pub cgroups_mode: String,
+    #[prost(string, tag = "8")]
+    pub image_path: String,
+    #[prost(string, tag = "9")]
+    pub work_path: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CreateTaskRequest {
+    #[prost(string, tag = "1")]
+    pub container_id: String,
+    #[prost(string, tag = "4")]
+    pub stdin: String,
+    #[prost(string, tag = "5")]
+    pub stdout: String,
+    #[prost(string, tag = "6")]
+    pub stderr: String,
+    #[prost(bool, tag = "7")]
+    pub terminal: bool,
+    #[prost(message, optional, tag = "8")]
+    pub checkpoint: Option<Descriptor>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CreateTaskResponse {
+    #[prost(string, tag = "1")]
+    pub container_id: String,
+    #[prost(uint32, tag = "2")]
+    pub pid: u32,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StartRequest {
+    #[prost(string, tag = "1")]
+    pub container_id: String,
+    #[prost(string, tag = "2")]
+    pub exec_id: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StartResponse {
+    #[prost(uint32, tag = "1")]
+    pub pid: u32,
+}
+
 /// One unary call of `containerd.services.tasks.v1.Tasks/<method>` in the
 /// instance's namespace.
 fn call<Req>(ctd: &PrivateContainerd, method: &'static str, req: Req) -> Result<(), tonic::Status>
 where
     Req: prost::Message + Send + Sync + 'static,
+{
+    call_for::<Req, Empty>(ctd, method, req).map(drop)
+}
+
+/// The same, with the response.
+fn call_for<Req, Resp>(ctd: &PrivateContainerd, method: &'static str, req: Req) -> Result<Resp, tonic::Status>
+where
+    Req: prost::Message + Send + Sync + 'static,
+    Resp: prost::Message + Default + Send + Sync + 'static,
 {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("build a tokio runtime");
     let socket = ctd.socket();
@@ -61,9 +168,10 @@ where
         grpc.ready().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
         let mut request = tonic::Request::new(req);
         request.metadata_mut().insert("containerd-namespace", namespace.parse().expect("namespace as metadata"));
-        request.set_timeout(Duration::from_secs(30));
+        // A checkpoint or restore under qemu's TCG takes a while.
+        request.set_timeout(Duration::from_secs(120));
         let path = http::uri::PathAndQuery::from_static(method);
-        grpc.unary::<Req, Empty, _>(request, path, tonic_prost::ProstCodec::default()).await.map(drop)
+        grpc.unary::<Req, Resp, _>(request, path, tonic_prost::ProstCodec::default()).await.map(|r| r.into_inner())
     })
 }
 
@@ -78,5 +186,25 @@ impl PrivateContainerd {
     pub fn close_stdin(&self, id: &str, exec_id: &str) -> Result<(), tonic::Status> {
         let req = CloseIoRequest { container_id: id.into(), exec_id: exec_id.into(), stdin: true };
         call(self, "/containerd.services.tasks.v1.Tasks/CloseIO", req)
+    }
+
+    /// Tasks.Checkpoint of container `id`'s task with runc's
+    /// CheckpointOptions: the checkpoint's descriptors in containerd's
+    /// content store (the CRIU images as a tar, and the spec).
+    pub fn checkpoint_task(&self, id: &str, opts: &CheckpointOptions) -> Result<Vec<Descriptor>, tonic::Status> {
+        let any = Any { type_url: "containerd.runc.v1.CheckpointOptions".into(), value: prost::Message::encode_to_vec(opts) };
+        let req = CheckpointTaskRequest { container_id: id.into(), parent_checkpoint: String::new(), options: Some(any) };
+        call_for::<_, CheckpointTaskResponse>(self, "/containerd.services.tasks.v1.Tasks/Checkpoint", req).map(|r| r.descriptors)
+    }
+
+    /// Tasks.Create of a task for container `id` from `checkpoint` (the
+    /// CRIU images descriptor of a checkpoint), its stdout and stderr to
+    /// `stdout` (a path; empty: none), then Tasks.Start: the restored
+    /// init's pid.
+    pub fn restore_task(&self, id: &str, checkpoint: &Descriptor, stdout: &str) -> Result<u32, tonic::Status> {
+        let req = CreateTaskRequest { container_id: id.into(), stdout: stdout.into(), stderr: stdout.into(), checkpoint: Some(checkpoint.clone()), ..Default::default() };
+        call_for::<_, CreateTaskResponse>(self, "/containerd.services.tasks.v1.Tasks/Create", req)?;
+        let start = StartRequest { container_id: id.into(), exec_id: String::new() };
+        call_for::<_, StartResponse>(self, "/containerd.services.tasks.v1.Tasks/Start", start).map(|r| r.pid)
     }
 }

@@ -99,6 +99,9 @@ pub struct VmOptions {
     pub tests: Vec<String>,
     /// Where the full console output is written (kept after the run).
     pub console_file: PathBuf,
+    /// More kernel parameters (`<env>_APPEND`; the node lane reads it):
+    /// `systemd.unified_cgroup_hierarchy=0` boots the node hybrid.
+    pub append: String,
 }
 
 /// What a guest test reported.
@@ -189,6 +192,9 @@ pub fn boot_lane(lane: &Lane, opts: &VmOptions) -> Result<VmRun, String> {
     };
     if !opts.tests.is_empty() {
         cmd.env(format!("{}_TESTS", lane.env), opts.tests.join(" "));
+    }
+    if !opts.append.is_empty() {
+        cmd.env(format!("{}_APPEND", lane.env), &opts.append);
     }
     // The cargo that built us, for a script that builds test binaries to
     // copy into its guest (cargo does not hold its lock while tests run).

@@ -33,6 +33,7 @@ fn vm_run() -> &'static Result<VmRun, String> {
             runtime,
             tests: Vec::new(),
             console_file,
+            append: String::new(),
         });
         if let Ok(run) = &run {
             // Visible with --nocapture, and in the captured output of any failure.

@@ -598,3 +598,110 @@ fn systemd_cri_pod_matches_runc() {
         "our shim and runc's differ (left: ours, right: runc's)"
     );
 }
+
+/// What one runtime made of a container under the systemd driver on a
+/// hybrid host (systemd.unified_cgroup_hierarchy=0: v1 controllers, and
+/// systemd's own tree in cgroup v2 at /sys/fs/cgroup/unified).
+#[derive(Debug, PartialEq)]
+struct HybridObservation {
+    props: Vec<(String, String)>,
+    /// (controller file, value) in the unit's v1 directories.
+    files: Vec<(String, String)>,
+    /// The init's /proc/PID/cgroup lines for these hierarchies.
+    proc_cgroup: Vec<String>,
+    exec_in_unit: bool,
+    frozen_when_paused: String,
+    left_units: Vec<String>,
+    left_dirs: Vec<String>,
+}
+
+const HYBRID_PROPS: &[&str] = &["ActiveState", "Slice", "Delegate", "MemoryLimit", "CPUShares", "TasksMax", "DevicePolicy"];
+const HYBRID_FILES: &[(&str, &str)] = &[
+    ("memory", "memory.limit_in_bytes"),
+    ("cpu,cpuacct", "cpu.shares"),
+    ("cpu,cpuacct", "cpu.cfs_quota_us"),
+    ("pids", "pids.max"),
+    ("cpuset", "cpuset.cpus"),
+];
+
+fn require_systemd_hybrid() {
+    let comm = std::fs::read_to_string("/proc/1/comm").unwrap_or_default();
+    assert_eq!(comm.trim(), "systemd", "this test runs on a systemd host (the node VM), PID 1 is {comm:?}");
+    assert!(
+        !std::path::Path::new(CG).join("cgroup.controllers").is_file() && std::path::Path::new(CG).join("memory").is_dir(),
+        "{CG} is not a hybrid (v1) cgroup layout: boot with systemd.unified_cgroup_hierarchy=0"
+    );
+}
+
+fn hybrid_scenario(ctd: &PrivateContainerd, runtime: &str, name: &str) -> HybridObservation {
+    let id = ctd.unique_id(name);
+    let unit = format!("rsv2-{id}.scope");
+    let path_arg = format!("system.slice:rsv2:{id}");
+    let mut spec = ctd.default_spec(&id, &["/bin/sh", "-c", "sleep 1000 & sleep 1000"]);
+    spec["linux"]["cgroupsPath"] = path_arg.clone().into();
+    spec["linux"]["resources"]["memory"] = serde_json::json!({ "limit": 64u64 << 20 });
+    spec["linux"]["resources"]["cpu"] = serde_json::json!({ "shares": 512, "quota": 50000, "period": 100000, "cpus": "0" });
+    spec["linux"]["resources"]["pids"] = serde_json::json!({ "limit": 100 });
+    let path = ctd.write_spec(&id, &spec);
+    let mut flags: Vec<&str> = Vec::new();
+    if runtime == RUNC_RUNTIME {
+        flags.extend(["--runc-systemd-cgroup", "--cgroup", &path_arg]);
+    }
+    let task = ctd.run_config(&id, path).runtime(runtime).flags(&flags).detach();
+    let dir = format!("system.slice/{unit}");
+    let props = HYBRID_PROPS.iter().map(|p| (p.to_string(), unit_prop(&unit, p))).collect();
+    let files = HYBRID_FILES
+        .iter()
+        .map(|(c, f)| (format!("{c}/{f}"), std::fs::read_to_string(format!("{CG}/{c}/{dir}/{f}")).unwrap_or_else(|e| format!("({e})")).trim().to_string()))
+        .collect();
+    let wanted = ["memory", "pids", "name=systemd", "freezer"];
+    let proc_cgroup: Vec<String> = std::fs::read_to_string(format!("/proc/{}/cgroup", task.pid))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| wanted.iter().any(|w| l.split(':').nth(1) == Some(*w)))
+        .map(|l| l.split_once(':').map(|x| x.1).unwrap_or(l).replace(&id, "ID"))
+        .collect();
+    let exec = ctd.ctr(&["task", "exec", "--exec-id", "cg", &id, "/bin/cat", "/proc/self/cgroup"]);
+    let exec_in_unit = String::from_utf8_lossy(&exec.stdout).lines().any(|l| l.contains("memory:") && l.ends_with(&format!("/{dir}")));
+    ctd.ctr_ok(&["task", "pause", &id]);
+    let frozen_when_paused = std::fs::read_to_string(format!("{CG}/freezer/{dir}/freezer.state")).unwrap_or_default().trim().to_string();
+    ctd.ctr_ok(&["task", "resume", &id]);
+    ctd.ctr_ok(&["task", "kill", "-s", "SIGKILL", "--all", &id]);
+    ctd.wait_for_status(&id, "STOPPED", Duration::from_secs(30));
+    ctd.remove(&id);
+    wait_until(Duration::from_secs(10), || unit_gone(&unit));
+    let left_units = units_like(&id).into_iter().filter(|u| !unit_gone(u)).collect();
+    let left_dirs = ["memory", "pids", "cpu,cpuacct", "cpuset", "freezer", "devices", "systemd", "unified"]
+        .iter()
+        .filter(|c| std::path::Path::new(&format!("{CG}/{c}/{dir}")).exists())
+        .map(|c| c.to_string())
+        .collect();
+    HybridObservation { props, files, proc_cgroup, exec_in_unit, frozen_when_paused, left_units, left_dirs }
+}
+
+/// The systemd driver on a hybrid host (the node VM booted with
+/// systemd.unified_cgroup_hierarchy=0): `ctr run` with a
+/// `system.slice:rsv2:ID` path makes the scope with the v1 properties
+/// (MemoryLimit, CPUShares, TasksMax), the resources land in the v1
+/// files of every hierarchy (systemd's and ours), the init and an exec
+/// are in the unit, pause freezes it, and after delete no unit and no
+/// directory is left in any hierarchy; the same under runc's shim.
+#[test]
+fn systemd_hybrid_ctr_scope_matches_runc() {
+    require_systemd_hybrid();
+    let ctd = PrivateContainerd::start();
+    let runc = hybrid_scenario(&ctd, RUNC_RUNTIME, "sdh-runc");
+    let rust = hybrid_scenario(&ctd, RUST_RUNTIME, "sdh-rust");
+    println!("runc: {runc:#?}\nrust: {rust:#?}");
+    let get = |v: &[(String, String)], k: &str| v.iter().find(|(p, _)| p == k).map(|(_, v)| v.clone()).unwrap_or_default();
+    assert_eq!(get(&rust.props, "ActiveState"), "active");
+    assert_eq!(get(&rust.props, "MemoryLimit"), "67108864");
+    assert_eq!(get(&rust.files, "memory/memory.limit_in_bytes"), "67108864");
+    assert_eq!(get(&rust.files, "pids/pids.max"), "100");
+    assert_eq!(get(&rust.files, "cpu,cpuacct/cpu.cfs_quota_us"), "50000");
+    assert!(rust.exec_in_unit, "our exec is not in the unit's memory cgroup");
+    assert_eq!(rust.frozen_when_paused, "FROZEN");
+    assert!(rust.left_units.is_empty() && rust.left_dirs.is_empty(), "left after delete: units {:?}, directories in {:?}", rust.left_units, rust.left_dirs);
+    assert_eq!(rust, runc, "our shim and runc's differ (left: ours, right: runc's)");
+    ctd.finish();
+}

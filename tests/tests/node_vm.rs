@@ -37,8 +37,10 @@ fn vm_run() -> &'static Result<VmRun, String> {
             &NODE_LANE,
             &VmOptions {
                 runtime,
-                tests: Vec::new(),
+                // The hybrid boot's tests are not for this one.
+                tests: GUEST_TESTS.iter().map(|t| t.to_string()).collect(),
                 console_file,
+                append: String::new(),
             },
         );
         if let Ok(run) = &run {
@@ -107,6 +109,23 @@ guest_tests! {
     /// (unit properties and files), an OOMKilled container (exit 137), and
     /// no unit left after the pod's removal; the same for both shims.
     systemd_cri_pod_matches_runc,
+    /// tests/tests/node_criu.rs: a counter checkpointed through containerd's
+    /// Tasks API (runc's CheckpointOptions, left running), killed, and
+    /// restored from the checkpoint in the content store goes on counting
+    /// from where it was, its output reaches the new stdout, it is in the
+    /// container's cgroup and its SIGKILL is reported as 137; the same
+    /// under runc's shim.
+    criu_counter_checkpoint_kill_restore_matches_runc,
+    /// tests/tests/node_criu.rs: the same with `exit` (STOPPED after the
+    /// checkpoint).
+    criu_checkpoint_with_exit_matches_runc,
+    /// tests/tests/node_criu.rs: a restore on cgroup v2 lands in a cgroup
+    /// with the spec's memory.max and pids.max.
+    criu_restore_with_limits_on_v2_matches_runc,
+    /// tests/tests/node_criu.rs: `ctr containers checkpoint --task --rw` of
+    /// an image-based counter, `ctr images export` and `import` of the
+    /// checkpoint image, and `ctr containers restore --live` from it.
+    criu_checkpoint_image_export_import_matches_runc,
 }
 
 #[test]
@@ -115,6 +134,49 @@ fn node_vm_ran_every_guest_test() {
         Err(e) => panic!("cannot run the node VM: {e}"),
         Ok(run) => {
             if let Err(msg) = run.check_complete(GUEST_TESTS) {
+                panic!("{msg}");
+            }
+        }
+    }
+}
+
+/// The node booted hybrid (systemd.unified_cgroup_hierarchy=0: cgroup v1
+/// controllers, systemd's tree in v2 at /sys/fs/cgroup/unified), once, for
+/// the tests in [`HYBRID_TESTS`].
+fn hybrid_run() -> &'static Result<VmRun, String> {
+    static RUN: OnceLock<Result<VmRun, String>> = OnceLock::new();
+    RUN.get_or_init(|| {
+        // One VM at a time: the v2 boot first (TCG is CPU-bound).
+        let _ = vm_run();
+        let runtime = runtime_under_test();
+        let console_file = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("rsv2-node-vm-hybrid-{runtime}.log"));
+        let run = vm::boot_lane(
+            &NODE_LANE,
+            &VmOptions { runtime, tests: HYBRID_TESTS.iter().map(|t| t.to_string()).collect(), console_file, append: "systemd.unified_cgroup_hierarchy=0".into() },
+        );
+        if let Ok(run) = &run {
+            println!("node VM, hybrid: {}", run.timing_summary());
+        }
+        run
+    })
+}
+
+const HYBRID_TESTS: &[&str] = &["systemd_hybrid_ctr_scope_matches_runc"];
+
+/// tests/tests/node_systemd.rs, on the node booted hybrid: `ctr run` with a
+/// `system.slice:rsv2:ID` path under runc's shim and ours: the scope's v1
+/// properties (MemoryLimit, CPUShares, TasksMax, DevicePolicy), the v1
+/// files of every hierarchy, the init and an exec in the unit, the freezer
+/// on pause, and no unit or directory left after delete; the same for both.
+#[test]
+fn systemd_hybrid_ctr_scope_matches_runc() {
+    match hybrid_run() {
+        Err(e) => panic!("cannot run the node VM (hybrid): {e}"),
+        Ok(run) => {
+            if let Err(msg) = run.check("systemd_hybrid_ctr_scope_matches_runc") {
+                panic!("{msg}");
+            }
+            if let Err(msg) = run.check_complete(HYBRID_TESTS) {
                 panic!("{msg}");
             }
         }
