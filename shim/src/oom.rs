@@ -11,6 +11,7 @@
 //! its last process is gone, and an exit path that read the counter only
 //! later found no file and reported an OOM-killed container as "Error".
 
+use crate::LockExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,7 +29,7 @@ static COUNTERS: Mutex<Vec<(u64, PathBuf, Arc<AtomicU64>)>> = Mutex::new(Vec::ne
 /// Reads every watched OOM counter now: the reaper calls it before it reaps,
 /// while an OOM-killed container's cgroup still exists.
 pub fn snapshot() {
-    let counters = COUNTERS.lock().unwrap_or_else(|e| e.into_inner());
+    let counters = COUNTERS.locked();
     for (_, file, seen) in counters.iter() {
         if let Some(k) = cgroup::oom::read_kills(file) {
             seen.fetch_max(k, Ordering::SeqCst);
@@ -67,13 +68,13 @@ impl OomWatcher {
                 log::warn!("start an oom report: {e}");
             }
         })?;
-        COUNTERS.lock().unwrap_or_else(|e| e.into_inner()).push((token, file, seen));
+        COUNTERS.locked().push((token, file, seen));
         Ok(token)
     }
 
     /// Stops watching and closes the fd.
     pub fn forget(&self, token: u64) {
-        COUNTERS.lock().unwrap_or_else(|e| e.into_inner()).retain(|(t, _, _)| *t != token);
+        COUNTERS.locked().retain(|(t, _, _)| *t != token);
         io_loop().remove(token);
     }
 }

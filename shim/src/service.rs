@@ -133,9 +133,10 @@ impl Service {
     }
 
     fn get(&self, id: &str) -> ttrpc::Result<Arc<Cell>> {
+        // A poisoned map (a panic elsewhere held it) still serves: one
+        // failed call must not fail every later one of the pod.
         self.containers
-            .lock()
-            .unwrap()
+            .locked()
             .get(id)
             .cloned()
             .ok_or_else(|| status(Code::NOT_FOUND, format!("container {id} not found")))
