@@ -73,44 +73,13 @@ for arg in "$@"; do
   esac
 done
 
-say() { echo "run-node-vm: $*" >&2 2>/dev/null || true; }
-die() { echo "run-node-vm: ERROR: $*" >&2; exit 1; }
-now() { date +%s.%N; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+PREFIX=run-node-vm
+source "$REPO/tests/vm/host-lib.sh"
 
 [ "$(id -u)" = 0 ] || die "must run as root (apt-get, debootstrap, /var/cache, qemu)"
 
-WORK=
-QEMU_PIDFILE=
-TIMEOUT_PID=
-cleanup() {
-  local rc=$?
-  set +e
-  trap '' PIPE TERM INT HUP
-  if [ -n "$TIMEOUT_PID" ] && kill -0 "$TIMEOUT_PID" 2>/dev/null; then
-    kill -TERM "$TIMEOUT_PID" 2>/dev/null
-    sleep 0.5
-  fi
-  if [ -n "$QEMU_PIDFILE" ] && [ -s "$QEMU_PIDFILE" ]; then
-    local pid
-    pid=$(cat "$QEMU_PIDFILE")
-    if kill -0 "$pid" 2>/dev/null; then
-      say "killing qemu (pid $pid)"
-      kill -TERM "$pid" 2>/dev/null || true
-      for _ in 1 2 3 4 5 6 7 8 9 10; do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.5
-      done
-      kill -KILL "$pid" 2>/dev/null || true
-    fi
-  fi
-  [ -z "$WORK" ] || rm -rf "$WORK"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'trap "" TERM INT HUP; exit 143' TERM
-trap 'trap "" TERM INT HUP; exit 130' INT
-trap 'trap "" TERM INT HUP; exit 129' HUP
+trap qemu_cleanup EXIT
+signal_traps
 
 t0=$(now)
 # The image (cached), the kernel and its initramfs; installs qemu, debootstrap
