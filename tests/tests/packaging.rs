@@ -1,5 +1,6 @@
 //! Distribution (issue #18), for real on this machine: `scripts/release`
-//! builds the release tarball and the Debian package; the tarball's
+//! builds the release tarball, the Debian package and the node installer's
+//! image (tested in node_installer.rs); the tarball's
 //! checksum holds and its binary is static and explains itself; `dpkg -i`
 //! installs the binary and the conf.d drop-in without touching
 //! /etc/containerd/config.toml; containerd merges the drop-in when a config
@@ -62,7 +63,8 @@ fn release_tarball_and_deb_install_run_and_purge() {
     let files: Vec<String> = std::fs::read_dir(&out).expect("read dist").flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
     let tarball = files.iter().find(|f| f.ends_with("-linux-amd64.tar.gz")).unwrap_or_else(|| panic!("no tarball in {files:?}")).clone();
     let deb = files.iter().find(|f| f.ends_with("_amd64.deb")).unwrap_or_else(|| panic!("no .deb in {files:?}")).clone();
-    for f in [&tarball, &deb] {
+    let installer_image = files.iter().find(|f| f.contains("-node-installer-") && f.ends_with(".oci.tar")).unwrap_or_else(|| panic!("no node installer image in {files:?}")).clone();
+    for f in [&tarball, &deb, &installer_image] {
         let (ok, log) = run(Command::new("sha256sum").arg("-c").arg(format!("{f}.sha256")).current_dir(&out));
         assert!(ok, "sha256sum -c {f}.sha256: {log}");
     }
@@ -72,7 +74,7 @@ fn release_tarball_and_deb_install_run_and_purge() {
     let (ok, log) = run(Command::new("tar").arg("-xzf").arg(out.join(&tarball)).arg("-C").arg(&out));
     assert!(ok, "untar: {log}");
     let dir = out.join(tarball.trim_end_matches(".tar.gz"));
-    for f in ["bin/containerd-shim-rust-v2", "containerd-config-v2.toml", "containerd-config-v3.toml", "conf.d-containerd-shim-rust-v2.toml", "runtimeclass.yaml", "README.md"] {
+    for f in ["bin/containerd-shim-rust-v2", "containerd-config-v2.toml", "containerd-config-v3.toml", "conf.d-containerd-shim-rust-v2.toml", "runtimeclass.yaml", "daemonset.yaml", "README.md"] {
         assert!(dir.join(f).is_file(), "{f} is not in {tarball}");
     }
     let bin = dir.join("bin/containerd-shim-rust-v2");

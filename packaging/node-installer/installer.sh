@@ -1,0 +1,135 @@
+#!/bin/sh
+# The node installer of containerd-shim-rust-v2, run by its DaemonSet (as
+# kata-deploy installs kata): the host's root is mounted at $HOST_ROOT.
+#
+#   installer.sh install     copy the shim to the host, register the runtime
+#                            in containerd's config (v2 or v3, detected) between
+#                            marker lines, restart containerd, label the node
+#   installer.sh uninstall   undo all of it (the DaemonSet's preStop hook)
+#   installer.sh run         install, then wait for SIGTERM (the DaemonSet's
+#                            command)
+#
+# Environment: HOST_ROOT (/host), HOST_BIN_DIR (/usr/local/bin, on
+# containerd's PATH), CONTAINERD_CONFIG (/etc/containerd/config.toml),
+# CONTAINERD_CONFIG_VERSION (for a config that does not exist yet: 2 for
+# containerd 1.6/1.7, 3 for 2.x; default 2), RESTART_CMD (instead of
+# `systemctl restart containerd` in the host's root; "none" for no restart),
+# NODE_NAME and NODE_LABEL (containerd-shim-rust-v2/installed=true).
+set -eu
+HOST=${HOST_ROOT:-/host}
+SRC=${SHIM_SOURCE:-/opt/rsv2/containerd-shim-rust-v2}
+BIN_DIR=${HOST_BIN_DIR:-/usr/local/bin}
+CONFIG=${CONTAINERD_CONFIG:-/etc/containerd/config.toml}
+LABEL=${NODE_LABEL:-containerd-shim-rust-v2/installed=true}
+BEGIN="# BEGIN containerd-shim-rust-v2 (node installer: removed on uninstall)"
+END="# END containerd-shim-rust-v2"
+cfg="$HOST$CONFIG"
+created="$cfg.rsv2-created"
+
+log() { echo "rsv2-node-installer: $*"; }
+die() { echo "rsv2-node-installer: ERROR: $*" >&2; exit 1; }
+
+config_version() {
+  v=$(sed -n 's/^[[:space:]]*version[[:space:]]*=[[:space:]]*\([0-9][0-9]*\).*/\1/p' "$cfg" | head -n 1)
+  echo "${v:-1}"
+}
+
+snippet() {
+  case "$1" in
+    2) printf '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.rust]\n  runtime_type = "io.containerd.rust.v2"\n' ;;
+    3) printf '[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.rust]\n  runtime_type = "io.containerd.rust.v2"\n' ;;
+    *) die "$CONFIG has config version $1: only versions 2 (containerd 1.6/1.7) and 3 (2.x) are supported" ;;
+  esac
+}
+
+restart_containerd() {
+  if [ "${RESTART_CMD:-}" = none ]; then
+    log "not restarting containerd (RESTART_CMD=none)"
+  elif [ -n "${RESTART_CMD:-}" ]; then
+    log "restarting containerd: $RESTART_CMD"
+    sh -c "$RESTART_CMD" || die "$RESTART_CMD failed"
+  elif [ -d "$HOST/run/systemd/system" ]; then
+    log "restarting containerd (systemctl in the host's root)"
+    chroot "$HOST" systemctl restart containerd || die "systemctl restart containerd failed"
+  else
+    log "the host runs no systemd: restart containerd yourself to load the runtime"
+  fi
+}
+
+label() {
+  if [ -z "${NODE_NAME:-}" ] || ! command -v kubectl >/dev/null 2>&1; then
+    log "no NODE_NAME or no kubectl: node not labelled $1"
+    return 0
+  fi
+  kubectl label node "$NODE_NAME" "$1" --overwrite >/dev/null || die "kubectl label node $NODE_NAME $1 failed"
+  log "node $NODE_NAME labelled $1"
+}
+
+install_shim() {
+  [ -x "$SRC" ] || die "no shim binary at $SRC"
+  [ -d "$HOST" ] || die "the host's root is not mounted at $HOST"
+  mkdir -p "$HOST$BIN_DIR"
+  # Copied beside, then renamed: a shim containerd starts meanwhile is
+  # either the old binary or the new one, never half of one.
+  cp "$SRC" "$HOST$BIN_DIR/.containerd-shim-rust-v2.new"
+  chmod 0755 "$HOST$BIN_DIR/.containerd-shim-rust-v2.new"
+  mv -f "$HOST$BIN_DIR/.containerd-shim-rust-v2.new" "$HOST$BIN_DIR/containerd-shim-rust-v2"
+  log "installed $BIN_DIR/containerd-shim-rust-v2"
+
+  changed=0
+  if [ -f "$cfg" ] && grep -qF "$BEGIN" "$cfg"; then
+    log "$CONFIG registers the runtime already (installed before)"
+  elif [ -f "$cfg" ] && grep -q 'io.containerd.rust.v2' "$cfg"; then
+    log "$CONFIG registers io.containerd.rust.v2 already (not by us): left as it is"
+  else
+    if [ -f "$cfg" ]; then
+      v=$(config_version)
+      snippet "$v" >/dev/null
+      [ -e "$cfg.rsv2-backup" ] || cp -p "$cfg" "$cfg.rsv2-backup"
+      # Our block starts on a line of its own.
+      [ -z "$(tail -c 1 "$cfg")" ] || echo >> "$cfg"
+    else
+      v=${CONTAINERD_CONFIG_VERSION:-2}
+      snippet "$v" >/dev/null
+      mkdir -p "$(dirname "$cfg")"
+      echo "version = $v" > "$cfg"
+      : > "$created"
+    fi
+    { echo "$BEGIN"; snippet "$v"; echo "$END"; } >> "$cfg"
+    log "registered the CRI runtime \"rust\" in $CONFIG (config version $v)"
+    changed=1
+  fi
+  [ "$changed" = 0 ] || restart_containerd
+  label "$LABEL"
+}
+
+uninstall_shim() {
+  rm -f "$HOST$BIN_DIR/containerd-shim-rust-v2" "$HOST$BIN_DIR/.containerd-shim-rust-v2.new"
+  log "removed $BIN_DIR/containerd-shim-rust-v2"
+  changed=0
+  if [ -e "$created" ]; then
+    rm -f "$cfg" "$created"
+    log "removed $CONFIG (the installer had made it)"
+    changed=1
+  elif [ -f "$cfg" ] && grep -qF "$BEGIN" "$cfg"; then
+    sed "/^# BEGIN containerd-shim-rust-v2 (node installer/,/^# END containerd-shim-rust-v2\$/d" "$cfg" > "$cfg.rsv2-tmp"
+    cat "$cfg.rsv2-tmp" > "$cfg"
+    rm -f "$cfg.rsv2-tmp" "$cfg.rsv2-backup"
+    log "removed the runtime from $CONFIG"
+    changed=1
+  fi
+  [ "$changed" = 0 ] || restart_containerd
+  label "${LABEL%%=*}-"
+}
+
+case "${1:-}" in
+  install) install_shim ;;
+  uninstall) uninstall_shim ;;
+  run)
+    install_shim
+    log "installed; waiting (the pod's preStop hook uninstalls)"
+    trap 'exit 0' TERM INT
+    while :; do sleep 3600 & wait $!; done
+    ;;
+  *) echo "usage: installer.sh install|uninstall|run" >&2; exit 2 ;;
+esac

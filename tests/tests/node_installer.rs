@@ -1,0 +1,165 @@
+//! The node installer (issue #18): `packaging/node-installer/installer.sh`
+//! against a directory that stands in for a node's root (containerd config
+//! version 2 and 3, none yet, installed already, registered by someone
+//! else, removal), and its image (built by
+//! `packaging/node-installer/build-image.sh`) run through the CRI on a
+//! private containerd with that directory mounted as the host's root, as
+//! the DaemonSet runs it, with the preStop hook's uninstall as an exec.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use integration_tests::cri::CriContainerd;
+use integration_tests::{image, shim_binary, wait_until};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A stand-in for a node's root, removed on drop.
+struct FakeRoot(PathBuf);
+
+impl FakeRoot {
+    fn new(name: &str, config: Option<&str>) -> FakeRoot {
+        let dir = std::env::temp_dir().join(format!("rsv2-node-root-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("etc/containerd")).expect("create the fake root");
+        std::fs::create_dir_all(dir.join("usr/local/bin")).expect("create the fake root");
+        if let Some(c) = config {
+            std::fs::write(dir.join("etc/containerd/config.toml"), c).expect("write config.toml");
+        }
+        FakeRoot(dir)
+    }
+    fn config(&self) -> Option<String> {
+        std::fs::read_to_string(self.0.join("etc/containerd/config.toml")).ok()
+    }
+    fn shim(&self) -> PathBuf {
+        self.0.join("usr/local/bin/containerd-shim-rust-v2")
+    }
+    fn restarted(&self) -> bool {
+        std::fs::remove_file(self.0.join("restarted")).is_ok()
+    }
+    /// `installer.sh ACTION` with this root, the test's shim, and a restart
+    /// command that leaves a mark.
+    fn run(&self, action: &str, env: &[(&str, &str)]) -> String {
+        let mut cmd = Command::new("sh");
+        cmd.arg(repo().join("packaging/node-installer/installer.sh")).arg(action);
+        cmd.env("HOST_ROOT", &self.0).env("SHIM_SOURCE", shim_binary()).env("RESTART_CMD", format!("touch {}/restarted", self.0.display())).env_remove("NODE_NAME");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("run installer.sh");
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "installer.sh {action} failed: {text}");
+        text
+    }
+}
+
+impl Drop for FakeRoot {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+const V2: &str = "version = 2\nroot = \"/var/lib/containerd\"\n\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc]\n  runtime_type = \"io.containerd.runc.v2\"\n";
+const V3: &str = "version = 3\n\n[plugins.\"io.containerd.cri.v1.runtime\".containerd.runtimes.runc]\n  runtime_type = \"io.containerd.runc.v2\"\n";
+
+/// What `containerd config dump` makes of a config: whether it registers
+/// the CRI runtime "rust" as io.containerd.rust.v2.
+fn containerd_registers_rust(config: &Path) -> bool {
+    let out = Command::new("containerd").arg("--config").arg(config).args(["config", "dump"]).output().expect("run containerd config dump");
+    let dump = String::from_utf8_lossy(&out.stdout);
+    out.status.success() && dump.split("containerd.runtimes.rust]").nth(1).is_some_and(|s| s.contains("runtime_type = \"io.containerd.rust.v2\""))
+}
+
+#[test]
+fn installer_on_a_config_v2_installs_once_and_uninstalls_to_the_original() {
+    let root = FakeRoot::new("v2", Some(V2));
+    let log = root.run("install", &[]);
+    assert!(log.contains("config version 2"), "{log}");
+    assert!(root.shim().is_file(), "no shim in the host's /usr/local/bin");
+    let installed = root.config().unwrap_or_default();
+    assert!(installed.starts_with(V2) && installed.contains("[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.rust]"), "{installed}");
+    assert_eq!(std::fs::read_to_string(root.0.join("etc/containerd/config.toml.rsv2-backup")).ok().as_deref(), Some(V2), "no backup of the original");
+    assert!(root.restarted(), "containerd was not restarted after the config changed");
+    assert!(containerd_registers_rust(&root.0.join("etc/containerd/config.toml")), "containerd does not read the runtime from the installed config:\n{installed}");
+    // No NODE_NAME and no kubectl here: it says it did not label.
+    assert!(log.contains("node not labelled"), "{log}");
+
+    // Installed already: nothing changes, no restart.
+    let log = root.run("install", &[]);
+    assert!(log.contains("already"), "{log}");
+    assert_eq!(root.config().unwrap_or_default(), installed);
+    assert!(!root.restarted(), "a second install restarted containerd");
+
+    let log = root.run("uninstall", &[]);
+    assert!(!root.shim().exists(), "the shim is left: {log}");
+    assert_eq!(root.config().as_deref(), Some(V2), "the config is not the original after uninstall");
+    assert!(!root.0.join("etc/containerd/config.toml.rsv2-backup").exists(), "the backup is left");
+    assert!(root.restarted(), "containerd was not restarted after uninstall");
+}
+
+#[test]
+fn installer_on_a_config_v3_and_on_none() {
+    let root = FakeRoot::new("v3", Some(V3));
+    root.run("install", &[]);
+    let installed = root.config().unwrap_or_default();
+    assert!(installed.contains("[plugins.\"io.containerd.cri.v1.runtime\".containerd.runtimes.rust]"), "{installed}");
+    root.run("uninstall", &[]);
+    assert_eq!(root.config().as_deref(), Some(V3));
+
+    // No config yet: made in the version asked for, removed on uninstall.
+    let none = FakeRoot::new("none", None);
+    none.run("install", &[("CONTAINERD_CONFIG_VERSION", "2")]);
+    let made = none.config().unwrap_or_default();
+    assert!(made.starts_with("version = 2\n") && made.contains("io.containerd.rust.v2"), "{made}");
+    assert!(containerd_registers_rust(&none.0.join("etc/containerd/config.toml")));
+    none.run("uninstall", &[]);
+    assert_eq!(none.config(), None, "the config the installer made is left");
+    assert!(!none.0.join("etc/containerd/config.toml.rsv2-created").exists());
+}
+
+#[test]
+fn installer_leaves_a_registration_it_did_not_make() {
+    let theirs = format!("{V2}\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.rust]\n  runtime_type = \"io.containerd.rust.v2\"\n");
+    let root = FakeRoot::new("theirs", Some(&theirs));
+    let log = root.run("install", &[]);
+    assert!(log.contains("not by us"), "{log}");
+    assert_eq!(root.config().as_deref(), Some(theirs.as_str()));
+    assert!(!root.restarted());
+    root.run("uninstall", &[]);
+    assert_eq!(root.config().as_deref(), Some(theirs.as_str()), "uninstall touched a registration the installer did not make");
+}
+
+/// The image, as the DaemonSet runs it: a pod with the fake root mounted
+/// at /host installs (binary and config), and the preStop command
+/// uninstalls; run under our own runtime.
+#[test]
+fn installer_image_through_the_cri() {
+    let root = FakeRoot::new("cri", Some(V2));
+    let cri = CriContainerd::start();
+    let archive = cri.work_dir().join("node-installer.oci.tar");
+    let name = "rsv2.test/node-installer:1";
+    let out = Command::new(repo().join("packaging/node-installer/build-image.sh")).arg(&archive).arg(name).arg(shim_binary()).output().expect("run build-image.sh");
+    assert!(out.status.success(), "build-image.sh: {}", String::from_utf8_lossy(&out.stderr));
+    image::import(cri.ctd(), &archive);
+
+    let pod = cri.run_pod(cri.pod_config("node-installer"));
+    let mut c = cri.container_config("installer", &[]);
+    c.image = Some(k8s_cri::v1::ImageSpec { image: name.to_string(), ..Default::default() });
+    c.mounts = vec![k8s_cri::v1::Mount { container_path: "/host".into(), host_path: root.0.display().to_string(), ..Default::default() }];
+    c.envs = vec![k8s_cri::v1::KeyValue { key: "RESTART_CMD".into(), value: "touch /host/restarted".into() }];
+    let id = cri.run_container(&pod, &c);
+    assert!(wait_until(Duration::from_secs(30), || root.config().is_some_and(|c| c.contains("io.containerd.rust.v2")) && root.shim().is_file()), "the installer pod did not install: config {:?}", root.config());
+    assert!(root.restarted(), "the installer pod did not restart containerd");
+    let shim_copy = std::fs::read(root.shim()).expect("read the installed shim");
+    assert_eq!(shim_copy, std::fs::read(shim_binary()).expect("read the shim"), "the installed shim is not the image's");
+
+    let res = cri.exec_sync(&id, &["/installer.sh", "uninstall"]);
+    assert_eq!(res.exit_code, 0, "uninstall: {}", String::from_utf8_lossy(&res.stderr));
+    assert!(!root.shim().exists());
+    assert_eq!(root.config().as_deref(), Some(V2), "the config is not the original after the preStop uninstall");
+    cri.stop_pod(&pod.id);
+    cri.remove_pod(&pod.id);
+}
