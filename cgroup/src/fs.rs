@@ -296,8 +296,7 @@ impl Manager for FsCgroup {
                 None => return 0,
             },
         };
-        let text = std::fs::read_to_string(file).unwrap_or_default();
-        stats::flat_keyed(&text).get("oom_kill").copied().unwrap_or(0)
+        crate::oom::read_kills(&file).unwrap_or(0)
     }
 
     fn freezer_dir(&self) -> Option<PathBuf> {
