@@ -709,7 +709,13 @@ disabled_plugins = [
     pub fn remove(&self, id: &str) {
         if let Some(task) = self.task(id) {
             if task.status != "STOPPED" {
-                self.ctr_ok(&["task", "kill", "--signal", "SIGKILL", id]);
+                // The task may end on its own between `task ls` and the
+                // kill ("already finished"): only a task still running
+                // after a failed kill is an error.
+                let kill = self.ctr(&["task", "kill", "--signal", "SIGKILL", id]);
+                if !kill.status.success() && self.task(id).is_some_and(|t| t.status != "STOPPED") {
+                    panic!("`ctr task kill --signal SIGKILL {id}` failed\n{}\n{}", crate::ctr::describe(&kill), self.log_tail(30));
+                }
                 self.wait_for_status(id, "STOPPED", Duration::from_secs(20));
             }
             self.ctr_ok(&["task", "delete", id]);
