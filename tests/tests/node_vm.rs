@@ -27,28 +27,25 @@ use std::sync::OnceLock;
 use integration_tests::runtime_under_test;
 use integration_tests::vm::{self, VmOptions, VmRun, NODE_LANE};
 
+/// Boots the node lane once for `tests` (kernel parameters `append`); the
+/// console goes to target/tmp/rsv2-node-vm<suffix>-<runtime>.log.
+fn boot(what: &str, suffix: &str, tests: &[&str], append: &str) -> Result<VmRun, String> {
+    let runtime = runtime_under_test();
+    let console_file = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("rsv2-node-vm{suffix}-{runtime}.log"));
+    let tests = tests.iter().map(|t| t.to_string()).collect();
+    let run = vm::boot_lane(&NODE_LANE, &VmOptions { runtime, tests, console_file, append: append.into() });
+    if let Ok(run) = &run {
+        // Visible with --nocapture, and in the captured output of any failure.
+        println!("{what}: {}", run.timing_summary());
+    }
+    run
+}
+
+/// The node on cgroup v2, once, for [`GUEST_TESTS`] (the hybrid boot's
+/// tests are not for this one).
 fn vm_run() -> &'static Result<VmRun, String> {
     static RUN: OnceLock<Result<VmRun, String>> = OnceLock::new();
-    RUN.get_or_init(|| {
-        let runtime = runtime_under_test();
-        let console_file =
-            Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("rsv2-node-vm-{runtime}.log"));
-        let run = vm::boot_lane(
-            &NODE_LANE,
-            &VmOptions {
-                runtime,
-                // The hybrid boot's tests are not for this one.
-                tests: GUEST_TESTS.iter().map(|t| t.to_string()).collect(),
-                console_file,
-                append: String::new(),
-            },
-        );
-        if let Ok(run) = &run {
-            // Visible with --nocapture, and in the captured output of any failure.
-            println!("node VM: {}", run.timing_summary());
-        }
-        run
-    })
+    RUN.get_or_init(|| boot("node VM", "", GUEST_TESTS, ""))
 }
 
 fn check(name: &str) {
@@ -148,16 +145,7 @@ fn hybrid_run() -> &'static Result<VmRun, String> {
     RUN.get_or_init(|| {
         // One VM at a time: the v2 boot first (TCG is CPU-bound).
         let _ = vm_run();
-        let runtime = runtime_under_test();
-        let console_file = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("rsv2-node-vm-hybrid-{runtime}.log"));
-        let run = vm::boot_lane(
-            &NODE_LANE,
-            &VmOptions { runtime, tests: HYBRID_TESTS.iter().map(|t| t.to_string()).collect(), console_file, append: "systemd.unified_cgroup_hierarchy=0".into() },
-        );
-        if let Ok(run) = &run {
-            println!("node VM, hybrid: {}", run.timing_summary());
-        }
-        run
+        boot("node VM, hybrid", "-hybrid", HYBRID_TESTS, "systemd.unified_cgroup_hierarchy=0")
     })
 }
 
