@@ -329,6 +329,12 @@ disabled_plugins = [
 [ttrpc]
   address = "{d}/containerd.sock.ttrpc"
 
+# containerd 2.x enables NRI and binds /var/run/nri/nri.sock, one path for the
+# whole host: a second private containerd, or a stale socket from a killed one,
+# would make it refuse to start ("bind: address already in use").
+[plugins.'io.containerd.nri.v1.nri']
+  socket_path = "{d}/nri.sock"
+
 [{RUNTIME}]
   restrict_oom_score_adj = true
 {cri_runtime_keys}

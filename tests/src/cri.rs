@@ -1113,7 +1113,10 @@ pub fn stream(
             Ok(Message::Text(text)) => {
                 return Err(format!("unexpected text frame on {}: {text}", out.protocol));
             }
-            Ok(Message::Close(_)) => {}
+            // RFC 6455 §5.5.1: nothing follows a Close frame, so the session's
+            // output is complete. Reading on would only meet frames some servers
+            // send after their Close ("Remote sent after having closed").
+            Ok(Message::Close(_)) => return Ok(out),
             Ok(_) => {}
             Err(tungstenite::Error::Io(e))
                 if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
@@ -1121,7 +1124,8 @@ pub fn stream(
                 return Ok(out);
             }
             Err(tungstenite::Error::Protocol(
-                tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+                tungstenite::error::ProtocolError::ResetWithoutClosingHandshake
+                | tungstenite::error::ProtocolError::ReceivedAfterClosing,
             )) => return Ok(out),
             Err(e) => return Err(format!("websocket read: {e}; got so far: {out:?}")),
         }
