@@ -30,6 +30,11 @@ pub enum ToInit {
     MapsWritten,
     /// The prestart and createRuntime hooks ran.
     HooksDone,
+    /// The source asked for with [`FromInit::OpenMountSource`] rides along
+    /// as SCM_RIGHTS.
+    MountSource,
+    /// The shim could not open that source.
+    MountSourceError(String),
     /// Run the program.
     Start,
 }
@@ -41,6 +46,10 @@ pub enum FromInit {
     UserNsReady,
     /// The host pid of the process that will exec the container's program.
     Pid(i32),
+    /// Stage 2, in a user namespace, asks the shim to open a bind mount's
+    /// source (O_PATH, through /proc/PID/root, so in stage 2's own mount
+    /// namespace): the container's root may not be allowed to reach it.
+    OpenMountSource(PathBuf),
     /// The mounts are in place: run the prestart and createRuntime hooks.
     RuntimeHooks,
     /// The master side of the process's terminal rides along, as SCM_RIGHTS.

@@ -54,6 +54,10 @@ pub enum InitError {
     Unsupported(String),
     #[error("join the container's cgroup through {path}: {source}")]
     Cgroup { path: std::path::PathBuf, source: std::io::Error },
+    #[error("mounts[{index}] on {dest}: {source}")]
+    Idmap { index: usize, dest: std::path::PathBuf, source: crate::idmap::IdmapError },
+    #[error("{field}: the user namespace joined by path maps {actual:?}, but the spec gives {given:?}")]
+    MappingMismatch { field: &'static str, actual: String, given: String },
 }
 
 fn sys_err(what: impl Into<String>) -> impl FnOnce(nix::errno::Errno) -> InitError {
@@ -134,8 +138,31 @@ fn stage1(chan: &Channel) -> Result<(), InitError> {
         }
     };
 
+    // Before any user namespace: we are non-dumpable, so /proc/self's files
+    // belong to the host's root, which the container's root is not (runc's
+    // nsexec writes it in its first stage for the same reason). Stage 2
+    // inherits the score through fork.
+    if let Job::Init(bundle) = &job {
+        set_oom_score_adj(bundle)?;
+    }
+    // Id-mapped trees are made before any user namespace is joined or
+    // created: only the host's user namespace may id-map a host path.
+    let idmapped = match &job {
+        Job::Init(bundle) => idmapped_trees(bundle)?,
+        Job::Exec(..) => Vec::new(),
+    };
+
     let fds = namespaces::open_all(&plan)?;
     namespaces::join_all(fds)?;
+    if plan.join.iter().any(|(f, _)| *f == CloneFlags::CLONE_NEWUSER) {
+        if let Job::Init(bundle) = &job {
+            check_joined_mappings(bundle)?;
+        }
+        // Our host ids mean nothing in the joined namespace: files we create
+        // there (mount points, /dev) would get EOVERFLOW. Become its root,
+        // as runc's nsexec does after setns(CLONE_NEWUSER).
+        become_root_of_user_ns()?;
+    }
     if plan.creates(CloneFlags::CLONE_NEWUSER) {
         namespaces::unshare(CloneFlags::CLONE_NEWUSER)?;
         // Only a process in the parent user namespace with CAP_SETUID may
@@ -145,8 +172,7 @@ fn stage1(chan: &Channel) -> Result<(), InitError> {
             ToInit::MapsWritten => {}
             other => return Err(InitError::Unsupported(format!("expected the id maps, got {other:?}"))),
         }
-        Linux.setresgid(0).map_err(sys_err("become gid 0 in the user namespace"))?;
-        Linux.setresuid(0).map_err(sys_err("become uid 0 in the user namespace"))?;
+        become_root_of_user_ns()?;
     }
     namespaces::unshare(plan.create - CloneFlags::CLONE_NEWUSER)?;
     if let Job::Init(bundle) = &job {
@@ -171,7 +197,7 @@ fn stage1(chan: &Channel) -> Result<(), InitError> {
             let _ = nix::unistd::read(&pid_sent_r, &mut byte);
             drop(pid_sent_r);
             let r = guarded(|| match &job {
-                Job::Init(bundle) => stage2_init(chan, bundle, &config, &plan),
+                Job::Init(bundle) => stage2_init(chan, bundle, &config, &plan, &idmapped),
                 Job::Exec(process, seccomp) => stage2_exec(chan, process, seccomp.as_ref(), &plan),
             });
             let code = match r {
@@ -184,6 +210,97 @@ fn stage1(chan: &Channel) -> Result<(), InitError> {
             std::process::exit(code)
         }
     }
+}
+
+/// In a user namespace, each bind mount's source (not id-mapped) as the
+/// shim opens it for us (launch.rs, open_mount_source).
+fn mount_sources(chan: &Channel, spec: &oci_spec::runtime::Spec, idmapped: &[Option<OwnedFd>]) -> Result<Vec<Option<OwnedFd>>, InitError> {
+    let mounts = spec.mounts().as_deref().unwrap_or_default();
+    let mut sources = Vec::with_capacity(mounts.len());
+    for (i, m) in mounts.iter().enumerate() {
+        let bind = rootfs::parse_options(m.options().as_deref().unwrap_or_default()).bind();
+        let (Some(source), true, None) = (m.source(), bind, idmapped.get(i).and_then(|t| t.as_ref())) else {
+            sources.push(None);
+            continue;
+        };
+        chan.send(&FromInit::OpenMountSource(source.clone()))?;
+        match chan.recv_fd::<ToInit>()? {
+            (ToInit::MountSource, Some(fd)) => sources.push(Some(fd)),
+            (ToInit::MountSourceError(e), _) => return Err(InitError::Unsupported(format!("mounts[{i}].source: {e}"))),
+            (other, _) => return Err(InitError::Unsupported(format!("expected mounts[{i}]'s source, got {other:?}"))),
+        }
+    }
+    Ok(sources)
+}
+
+fn set_oom_score_adj(bundle: &Bundle) -> Result<(), InitError> {
+    let Some(score) = bundle.spec.process().as_ref().and_then(|p| p.oom_score_adj()) else { return Ok(()) };
+    std::fs::write("/proc/self/oom_score_adj", score.to_string()).map_err(|e| {
+        InitError::Unsupported(format!("set process.oomScoreAdj {score}: {e} (lowering the score below the shim's needs CAP_SYS_RESOURCE)"))
+    })
+}
+
+fn become_root_of_user_ns() -> Result<(), InitError> {
+    Linux.setresgid(0).map_err(sys_err("become gid 0 in the user namespace"))?;
+    Linux.setresuid(0).map_err(sys_err("become uid 0 in the user namespace"))
+}
+
+/// For each spec mount, the id-mapped copy of its source when it has
+/// `uidMappings` (validation made sure it then has `gidMappings` too and is
+/// a bind mount). Mounts with the same maps share one user namespace.
+fn idmapped_trees(bundle: &Bundle) -> Result<Vec<Option<OwnedFd>>, InitError> {
+    use std::os::fd::AsFd;
+    let mounts = bundle.spec.mounts().as_deref().unwrap_or_default();
+    let maps = |m: &oci_spec::runtime::Mount| {
+        let uids = m.uid_mappings().clone().unwrap_or_default();
+        let gids = m.gid_mappings().clone().unwrap_or_default();
+        (!uids.is_empty() || !gids.is_empty()).then_some((uids, gids))
+    };
+    if !mounts.iter().any(|m| maps(m).is_some()) {
+        return Ok(Vec::new());
+    }
+    let mut namespaces: Vec<(String, OwnedFd)> = Vec::new();
+    let mut trees = Vec::with_capacity(mounts.len());
+    for (index, m) in mounts.iter().enumerate() {
+        let Some((uids, gids)) = maps(m) else {
+            trees.push(None);
+            continue;
+        };
+        let err = |source| InitError::Idmap { index, dest: m.destination().clone(), source };
+        let key = format!("{}|{}", crate::idmap::map_text(&uids), crate::idmap::map_text(&gids));
+        let userns = match namespaces.iter().position(|(k, _)| *k == key) {
+            Some(i) => i,
+            None => {
+                namespaces.push((key, crate::idmap::userns_fd(&uids, &gids).map_err(err)?));
+                namespaces.len() - 1
+            }
+        };
+        let source = m.source().clone().unwrap_or_default();
+        let words = m.options().as_deref().unwrap_or_default();
+        let options = crate::idmap::TreeOptions {
+            recursive: rootfs::parse_options(words).flags.contains(nix::mount::MsFlags::MS_REC),
+            recursive_idmap: words.iter().any(|w| w == "ridmap"),
+            readonly: false,
+        };
+        trees.push(Some(crate::idmap::clone_tree(&source, namespaces[userns].1.as_fd(), options).map_err(err)?));
+    }
+    Ok(trees)
+}
+
+/// containerd's CRI names the pod's user namespace by path and also gives
+/// its maps; runc accepts that only when they agree (specconv's
+/// setupUserNamespace), since every id check was made against the maps.
+fn check_joined_mappings(bundle: &Bundle) -> Result<(), InitError> {
+    let linux = bundle.spec.linux().clone().unwrap_or_default();
+    for (field, file, given) in [("linux.uidMappings", "uid_map", linux.uid_mappings()), ("linux.gidMappings", "gid_map", linux.gid_mappings())] {
+        let Some(given) = given.as_ref().filter(|g| !g.is_empty()) else { continue };
+        let text = std::fs::read_to_string(format!("/proc/self/{file}")).map_err(|e| InitError::Unsupported(format!("read /proc/self/{file}: {e}")))?;
+        let actual = crate::idmap::parse_map_file(&text);
+        if !crate::idmap::same_mapping(&actual, given) {
+            return Err(InitError::MappingMismatch { field, actual: crate::idmap::map_text(&actual), given: crate::idmap::map_text(given) });
+        }
+    }
+    Ok(())
 }
 
 /// `linux.timeOffsets`: a new time namespace takes its offsets before any
@@ -241,18 +358,21 @@ fn stage2_common() -> Result<(), InitError> {
     Ok(())
 }
 
-fn stage2_init(chan: &Channel, bundle: &Bundle, config: &InitConfig, plan: &Plan) -> Result<Never, InitError> {
+fn stage2_init(chan: &Channel, bundle: &Bundle, config: &InitConfig, plan: &Plan, idmapped: &[Option<OwnedFd>]) -> Result<Never, InitError> {
     stage2_common()?;
     let sys = Linux;
     let spec = &bundle.spec;
     let linux = spec.linux().clone().unwrap_or_default();
     let process = spec.process().clone().unwrap_or_default();
 
+    let bind_sources = if plan.has(CloneFlags::CLONE_NEWUSER) { mount_sources(chan, spec, idmapped)? } else { Vec::new() };
     let ctx = RootfsContext {
         rootfs: &bundle.rootfs,
         cgroups: &config.cgroups,
         in_user_ns: plan.has(CloneFlags::CLONE_NEWUSER),
         cgroup_ns: plan.has(CloneFlags::CLONE_NEWCGROUP),
+        idmapped,
+        bind_sources: &bind_sources,
     };
     rootfs::prepare(&sys, spec, &ctx)?;
     let hooks = spec.hooks().clone().unwrap_or_default();
@@ -303,13 +423,6 @@ fn stage2_init(chan: &Channel, bundle: &Bundle, config: &InitConfig, plan: &Plan
         }
     }
 
-    if let Some(score) = process.oom_score_adj() {
-        std::fs::write("/proc/self/oom_score_adj", score.to_string()).map_err(|e| {
-            InitError::Unsupported(format!(
-                "set oom_score_adj {score}: {e} (lowering the score needs CAP_SYS_RESOURCE, which this host's root lacks)"
-            ))
-        })?;
-    }
     let start_hooks = (hooks.start_container().clone(), state("created"));
     process::set_personality(linux.personality().as_ref())?;
     finish(chan, &process, linux.seccomp().as_ref(), plan, Some(start_hooks))

@@ -143,10 +143,33 @@ pub fn create(
                 let pid = pid.ok_or_else(|| LaunchError::Protocol("ready before pid".into()))?;
                 return Ok(Created { chan, pid, console });
             }
+            FromInit::OpenMountSource(source) => {
+                let pid = pid.ok_or_else(|| LaunchError::Protocol("mount source before pid".into()))?;
+                match open_mount_source(pid, &source) {
+                    Ok(fd) => chan.send_fd(&ToInit::MountSource, fd.as_raw_fd())?,
+                    Err(e) => chan.send(&ToInit::MountSourceError(format!("open {} as the host's root: {e}", source.display())))?,
+                }
+            }
             FromInit::Error(e) => return Err(LaunchError::Init(e)),
             FromInit::Console => console = Some(fd.ok_or_else(|| LaunchError::Protocol("console message without an fd".into()))?),
         }
     }
+}
+
+/// A bind mount's source, opened for stage 2 `pid` in its mount namespace
+/// (a copy of the host's, before pivot_root) with the host root's
+/// credentials, as runc's mountFd does from inside the container's mount
+/// namespace. In the container's user namespace, its root may lack search
+/// permission on the way (containerd's state directories are 0700 to
+/// others); the fd lets it bind the source, and the bind, made in its own
+/// namespace from a mount that namespace holds, keeps the locks the kernel
+/// put on the host's mount flags (mount_namespaces(7), "locked" mounts).
+/// A relative source is relative to the bundle, stage 2's working directory.
+fn open_mount_source(pid: i32, source: &std::path::Path) -> Result<OwnedFd, nix::errno::Errno> {
+    let base = if source.is_absolute() { format!("/proc/{pid}/root") } else { format!("/proc/{pid}/cwd/") };
+    let mut path = std::ffi::OsString::from(base);
+    path.push(source.as_os_str());
+    nix::fcntl::open(std::path::Path::new(&path), nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
 }
 
 impl Created {

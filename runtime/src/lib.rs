@@ -10,6 +10,7 @@ pub mod channel;
 pub mod console;
 pub mod exe;
 pub mod hooks;
+pub mod idmap;
 pub mod init;
 pub mod launch;
 pub mod lsm;

@@ -73,6 +73,10 @@ pub const MOUNT_OPTIONS: &[&str] = &[
     "rw", "shared", "slave", "strictatime", "suid", "sync", "unbindable",
 ];
 
+/// The option words that ask for an id-mapped mount (mount_setattr(2)
+/// MOUNT_ATTR_IDMAP, with the mount's uidMappings; crate::idmap).
+pub const IDMAP_MOUNT_OPTIONS: &[&str] = &["idmap", "ridmap"];
+
 /// The recursive attributes among the option words (mount_setattr(2)).
 pub const RECURSIVE_MOUNT_OPTIONS: &[&str] = &["rdev", "rexec", "rnodev", "rnoexec", "rnosuid", "rro", "rrw", "rsuid"];
 
@@ -127,6 +131,9 @@ pub fn parse_options(options: &[String]) -> MountOptions {
                 }
                 continue;
             }
+            // Id mapping comes from the mount's uidMappings and gidMappings
+            // (runtime-spec 1.2; crate::idmap), not from flags.
+            "idmap" | "ridmap" => continue,
             "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave" | "unbindable" | "runbindable" => {
                 o.propagation |= propagation(opt).unwrap_or(MsFlags::empty());
                 continue;
@@ -174,6 +181,14 @@ pub struct RootfsContext<'a> {
     pub in_user_ns: bool,
     /// Whether the container has its own cgroup namespace.
     pub cgroup_ns: bool,
+    /// For each spec mount, in order, the id-mapped tree stage 1 made of
+    /// its source while still in the host's user namespace
+    /// ([`crate::idmap`]); `None` for a mount without mappings.
+    pub idmapped: &'a [Option<OwnedFd>],
+    /// For each spec mount, in order, its bind source as the shim opened
+    /// it for a container in a user namespace (launch.rs,
+    /// open_mount_source); bound through /proc/self/fd.
+    pub bind_sources: &'a [Option<OwnedFd>],
 }
 
 /// The container's mounts and /dev, up to (not including) pivot_root, which
@@ -212,8 +227,12 @@ pub fn prepare(sys: &dyn Syscall, spec: &Spec, ctx: &RootfsContext<'_>) -> Resul
         .map_err(|errno| RootfsError::Mount { what: "open rootfs".into(), dest: ctx.rootfs.into(), errno })?;
 
     let mounts = spec.mounts().as_deref().unwrap_or_default();
-    for m in mounts {
-        mount_one(sys, &root, m, ctx)?;
+    for (i, m) in mounts.iter().enumerate() {
+        let prepared = Prepared {
+            tree: ctx.idmapped.get(i).and_then(|t| t.as_ref()),
+            source: ctx.bind_sources.get(i).and_then(|t| t.as_ref()),
+        };
+        mount_one(sys, &root, m, ctx, prepared)?;
     }
 
     // runc creates device nodes only when /dev is not bind-mounted from
@@ -243,7 +262,17 @@ fn mount(
         .map_err(|errno| RootfsError::Mount { what: what.to_string(), dest: dest.to_path_buf(), errno })
 }
 
-fn mount_one(sys: &dyn Syscall, root: &OwnedFd, m: &Mount, ctx: &RootfsContext<'_>) -> Result<(), RootfsError> {
+/// What was opened for one bind mount before stage 2 lost the host's
+/// credentials.
+#[derive(Default, Clone, Copy)]
+struct Prepared<'a> {
+    /// An id-mapped detached tree to attach instead of binding.
+    tree: Option<&'a OwnedFd>,
+    /// The source, opened by the shim.
+    source: Option<&'a OwnedFd>,
+}
+
+fn mount_one(sys: &dyn Syscall, root: &OwnedFd, m: &Mount, ctx: &RootfsContext<'_>, prepared: Prepared<'_>) -> Result<(), RootfsError> {
     let dest = m.destination();
     let typ = m.typ().as_deref().unwrap_or("");
     let opts = parse_options(m.options().as_deref().unwrap_or_default());
@@ -259,13 +288,23 @@ fn mount_one(sys: &dyn Syscall, root: &OwnedFd, m: &Mount, ctx: &RootfsContext<'
         return mount_cgroup(sys, root, dest, &opts, ctx);
     }
 
-    let source = m.source().as_deref();
-    let create = if opts.bind() && source.is_some_and(|s| !s.is_dir()) { Create::File } else { Create::Dir };
+    let source_fd_path = prepared.source.map(fd_path);
+    let source = source_fd_path.as_deref().or(m.source().as_deref());
+    let source_is_dir = match prepared.tree.or(prepared.source) {
+        Some(fd) => nix::sys::stat::fstat(fd).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR),
+        None => source.is_some_and(|s| s.is_dir()),
+    };
+    let create = if opts.bind() && source.is_some() && !source_is_dir { Create::File } else { Create::Dir };
     let target = open_in_root(root.as_fd(), dest, create)?;
 
     if opts.bind() {
         let bind = opts.flags & (MsFlags::MS_BIND | MsFlags::MS_REC);
-        mount(sys, source, Target::Fd(target.as_fd()), None, bind, None, "bind", dest)?;
+        match prepared.tree {
+            Some(tree) => sys
+                .attach_tree(tree.as_fd(), target.as_fd())
+                .map_err(|errno| RootfsError::Mount { what: "id-mapped bind".into(), dest: dest.clone(), errno })?,
+            None => mount(sys, source, Target::Fd(target.as_fd()), None, bind, None, "bind", dest)?,
+        }
         // A bind mount ignores every other flag on creation; they only take
         // effect on a remount of the new mount point.
         let rest = opts.flags - (MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
@@ -637,7 +676,7 @@ mod tests {
             .build()
             .unwrap();
         let rec = Recorder::default();
-        let ctx = RootfsContext { rootfs: rootfs.path(), cgroups: &CgroupMounts::default(), in_user_ns: false, cgroup_ns: false };
+        let ctx = RootfsContext { rootfs: rootfs.path(), cgroups: &CgroupMounts::default(), in_user_ns: false, cgroup_ns: false, idmapped: &[], bind_sources: &[] };
         // pivot_root itself opens real directories, which the recorder can
         // not fake; everything before it is what this test checks.
         prepare(&rec, &spec, &ctx).unwrap();
@@ -659,6 +698,37 @@ mod tests {
         assert!(calls.iter().any(|c| c.starts_with("pivot_root . .")), "{calls:#?}");
     }
 
+    /// A bind whose source stage 1 id-mapped is attached, not bound; one
+    /// whose source the shim opened is bound from /proc/self/fd, with a
+    /// file mount point for a file. Both take their flags on a remount.
+    #[test]
+    fn prepared_sources_replace_the_bind_source() {
+        let rootfs = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, "x").unwrap();
+        let bind = |dest: &str, src: &Path| {
+            MountBuilder::default().destination(dest).typ("bind").source(src).options(vec!["rbind".into(), "ro".into()]).build().unwrap()
+        };
+        let spec = SpecBuilder::default().mounts(vec![bind("/mapped", dir.path()), bind("/file", &file)]).build().unwrap();
+        let o_path = |p: &Path| open(p, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty()).unwrap();
+        let idmapped = [Some(o_path(dir.path())), None];
+        let sources = [None, Some(o_path(&file))];
+        let rec = Recorder::default();
+        let ctx = RootfsContext { rootfs: rootfs.path(), cgroups: &CgroupMounts::default(), in_user_ns: true, cgroup_ns: false, idmapped: &idmapped, bind_sources: &sources };
+        prepare(&rec, &spec, &ctx).unwrap();
+        let calls = rec.calls();
+        let r = rootfs.path().display().to_string();
+        let at = |prefix: &str| calls.iter().position(|c| c.starts_with(prefix)).unwrap_or_else(|| panic!("no {prefix:?} in {calls:#?}"));
+        let attach = at(&format!("attach id-mapped tree on {r}/mapped"));
+        assert!(calls[attach + 1].contains("MS_REMOUNT") && calls[attach + 1].contains("MS_RDONLY"), "{calls:#?}");
+        let fd = std::os::fd::AsRawFd::as_raw_fd(sources[1].as_ref().unwrap());
+        let bound = at(&format!("mount /proc/self/fd/{fd} {r}/file - MsFlags(MS_BIND | MS_REC)"));
+        assert!(calls[bound + 1].contains("MS_REMOUNT"), "{calls:#?}");
+        assert!(rootfs.path().join("file").is_file(), "the mount point of a file source is a file");
+        assert!(!calls.iter().any(|c| c.contains(&format!("mount {}", dir.path().display()))), "{calls:#?}");
+    }
+
     #[test]
     fn refuses_non_proc_on_proc() {
         let rootfs = tempfile::tempdir().unwrap();
@@ -666,7 +736,7 @@ mod tests {
             .mounts(vec![MountBuilder::default().destination("/proc").typ("tmpfs").source("tmpfs").build().unwrap()])
             .build()
             .unwrap();
-        let ctx = RootfsContext { rootfs: rootfs.path(), cgroups: &CgroupMounts::default(), in_user_ns: false, cgroup_ns: false };
+        let ctx = RootfsContext { rootfs: rootfs.path(), cgroups: &CgroupMounts::default(), in_user_ns: false, cgroup_ns: false, idmapped: &[], bind_sources: &[] };
         let err = prepare(&Recorder::default(), &spec, &ctx).unwrap_err();
         assert!(err.to_string().contains("only a procfs"), "{err}");
     }

@@ -52,6 +52,9 @@ pub trait Syscall {
     fn chmod(&self, target: Target<'_>, mode: u32) -> Result<(), Errno>;
     /// mount_setattr(2) on the tree at `target`, recursively.
     fn mount_setattr(&self, target: BorrowedFd<'_>, set: u64, clr: u64) -> Result<(), Errno>;
+    /// move_mount(2) of a detached mount tree (an id-mapped bind,
+    /// [`crate::idmap`]) onto `target`.
+    fn attach_tree(&self, tree: BorrowedFd<'_>, target: BorrowedFd<'_>) -> Result<(), Errno>;
     fn prctl(&self, option: libc::c_int, arg2: libc::c_ulong, arg3: libc::c_ulong) -> Result<(), Errno>;
     fn capset(&self, effective: u64, permitted: u64, inheritable: u64) -> Result<(), Errno>;
     fn setresuid(&self, uid: u32) -> Result<(), Errno>;
@@ -124,6 +127,10 @@ impl Syscall for Linux {
             )
         };
         Errno::result(r).map(drop)
+    }
+
+    fn attach_tree(&self, tree: BorrowedFd<'_>, target: BorrowedFd<'_>) -> Result<(), Errno> {
+        crate::idmap::attach(tree, target)
     }
 
     fn chmod(&self, target: Target<'_>, mode: u32) -> Result<(), Errno> {
@@ -280,6 +287,11 @@ impl Syscall for Recorder {
         self.push(format!("chmod {} {mode:o}", describe_target(target)));
         Ok(())
     }
+    fn attach_tree(&self, _tree: BorrowedFd<'_>, target: BorrowedFd<'_>) -> Result<(), Errno> {
+        self.push(format!("attach id-mapped tree on {}", describe_target(Target::Fd(target))));
+        Ok(())
+    }
+
     fn mount_setattr(&self, target: BorrowedFd<'_>, set: u64, clr: u64) -> Result<(), Errno> {
         self.push(format!("mount_setattr {} set={set:#x} clr={clr:#x}", describe_target(Target::Fd(target))));
         Ok(())

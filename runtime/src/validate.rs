@@ -328,7 +328,10 @@ fn mapped(maps: &[LinuxIdMapping], id: u32) -> bool {
 
 /// runc: a new user namespace needs mappings, and mappings need a user
 /// namespace (runc 1.1 ignores them then; refused here, stricter). The
-/// container's root and the process's ids must be mapped.
+/// container's root and the process's ids must be mapped. A namespace
+/// joined by path may come with its maps too (containerd's CRI sends both
+/// for a `hostUsers: false` pod): runc then requires that they agree with
+/// the namespace's, which the init stage checks once it has joined it.
 fn check_user_namespace(linux: &oci_spec::runtime::Linux, ns: &Namespaces, process: &oci_spec::runtime::Process) -> Result<(), Invalid> {
     let uids = linux.uid_mappings().clone().unwrap_or_default();
     let gids = linux.gid_mappings().clone().unwrap_or_default();
@@ -340,15 +343,13 @@ fn check_user_namespace(linux: &oci_spec::runtime::Linux, ns: &Namespaces, proce
         return Ok(());
     }
     let joined = ns.paths.iter().any(|(t, _)| *t == LinuxNamespaceType::User);
-    if joined {
-        if has_maps {
-            return Err(invalid("linux.uidMappings", "the user namespace is joined by path and mappings are given: only one of them may be"));
-        }
+    if joined && !has_maps {
         return Ok(());
     }
     if uids.is_empty() || gids.is_empty() {
         let field = if uids.is_empty() { "linux.uidMappings" } else { "linux.gidMappings" };
-        return Err(invalid(field, "a new user namespace needs both uid and gid mappings"));
+        let problem = if joined { "the user namespace is joined by path with only one of uid and gid mappings" } else { "a new user namespace needs both uid and gid mappings" };
+        return Err(invalid(field, problem));
     }
     check_mappings("linux.uidMappings", &uids)?;
     check_mappings("linux.gidMappings", &gids)?;
@@ -517,11 +518,33 @@ fn check_mounts(mounts: &[Mount]) -> Result<(), Invalid> {
                 Some(_) => {}
             }
         }
-        if m.uid_mappings().as_ref().is_some_and(|v| !v.is_empty()) || m.gid_mappings().as_ref().is_some_and(|v| !v.is_empty()) {
-            return Err(invalid(format!("{field}.uidMappings"), "id-mapped mounts are not supported by containerd-shim-rust-v2 yet"));
-        }
+        check_idmapped_mount(&field, &shown.to_string(), m, bind)?;
     }
     Ok(())
+}
+
+/// runc 1.2's checkIDMapMounts: an id-mapped mount is a bind mount with
+/// both uid and gid mappings. `idmap`/`ridmap` without mappings would ask
+/// for the container's own maps, which we do not offer: refused.
+fn check_idmapped_mount(field: &str, shown: &str, m: &oci_spec::runtime::Mount, bind: bool) -> Result<(), Invalid> {
+    let uids = m.uid_mappings().clone().unwrap_or_default();
+    let gids = m.gid_mappings().clone().unwrap_or_default();
+    let word = m.options().iter().flatten().any(|o| o == "idmap" || o == "ridmap");
+    if uids.is_empty() && gids.is_empty() {
+        if word {
+            return Err(invalid(format!("{field}.options"), format!("idmap on {shown} needs {field}.uidMappings and gidMappings")));
+        }
+        return Ok(());
+    }
+    if !bind {
+        return Err(invalid(format!("{field}.uidMappings"), format!("id-mapped mounts are only supported for bind mounts ({shown})")));
+    }
+    if uids.is_empty() || gids.is_empty() {
+        let f = if uids.is_empty() { "uidMappings" } else { "gidMappings" };
+        return Err(invalid(format!("{field}.{f}"), format!("an id-mapped mount needs both uid and gid mappings ({shown})")));
+    }
+    check_mappings(&format!("{field}.uidMappings"), &uids)?;
+    check_mappings(&format!("{field}.gidMappings"), &gids)
 }
 
 /// runc's device checks: `linux.devices` nodes have a real type and
@@ -701,6 +724,34 @@ mod tests {
         verdict(p.clone()).unwrap();
         p["process"] = json!({"cwd": "/", "args": ["/bin/true"], "user": {"uid": 70000, "gid": 0}});
         refused(p, &["process.user.uid", "70000", "not mapped"]);
+        // Joined by path with the namespace's maps, as containerd's CRI
+        // sends it (the init stage compares them with the namespace's).
+        let map = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+        let mut p = json!({"linux": {"namespaces": [{"type": "mount"}, {"type": "user", "path": "/proc/self/ns/user"}], "uidMappings": map}});
+        refused(p.clone(), &["linux.gidMappings", "only one of"]);
+        p["linux"]["gidMappings"] = map;
+        verdict(p).unwrap();
+    }
+
+    #[test]
+    fn idmapped_mounts() {
+        let map = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+        let with = |m: serde_json::Value| json!({"mounts": [m]});
+        let dir = std::env::temp_dir().display().to_string();
+        let good = json!({"destination": "/v", "type": "bind", "source": dir, "options": ["rbind"], "uidMappings": map, "gidMappings": map});
+        verdict(with(good.clone())).unwrap();
+        let mut m = good.clone();
+        m["type"] = json!("tmpfs");
+        m["options"] = json!([]);
+        refused(with(m), &["mounts[0].uidMappings", "only supported for bind mounts"]);
+        let mut m = good.clone();
+        m.as_object_mut().unwrap().remove("uidMappings");
+        refused(with(m), &["mounts[0].uidMappings", "both"]);
+        let mut m = good.clone();
+        m["gidMappings"][0]["size"] = json!(0);
+        refused(with(m), &["mounts[0].gidMappings[0]", "size is 0"]);
+        let plain = json!({"destination": "/v", "type": "bind", "source": dir, "options": ["rbind", "idmap"]});
+        refused(with(plain), &["mounts[0].options", "idmap"]);
     }
 
     #[test]

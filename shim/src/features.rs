@@ -37,6 +37,7 @@ pub fn features() -> Value {
     let mut mount_options: Vec<&str> = runtime::rootfs::MOUNT_OPTIONS.to_vec();
     if have_mount_setattr() {
         mount_options.extend(runtime::rootfs::RECURSIVE_MOUNT_OPTIONS);
+        mount_options.extend(runtime::rootfs::IDMAP_MOUNT_OPTIONS);
     }
     mount_options.sort_unstable();
     let namespaces: Vec<&str> = [("cgroup", "cgroup"), ("ipc", "ipc"), ("mount", "mnt"), ("network", "net"), ("pid", "pid"), ("time", "time"), ("user", "user"), ("uts", "uts")]
@@ -52,8 +53,9 @@ pub fn features() -> Value {
         "linux": {
             "namespaces": namespaces,
             "capabilities": runtime::caps::NAMES,
-            // cgroupfs on v1, hybrid and unified; no systemd driver yet.
-            "cgroup": {"v1": true, "v2": true, "systemd": false, "systemdUser": false, "rdma": false},
+            // cgroupfs on v1, hybrid and unified; the system instance's
+            // systemd driver (cgroup/src/systemd.rs), not a user's.
+            "cgroup": {"v1": true, "v2": true, "systemd": true, "systemdUser": false, "rdma": false},
             // Our own BPF compiler (runtime/src/seccomp.rs): the native
             // architecture only, and no notify listener.
             "seccomp": {
@@ -67,9 +69,11 @@ pub fn features() -> Value {
             "apparmor": {"enabled": true},
             "selinux": {"enabled": true},
             "intelRdt": {"enabled": false},
-            // Id-mapped mounts are refused (runtime/src/validate.rs); CRI
-            // takes user-namespaced pods only from a runtime that has them.
-            "mountExtensions": {"idmap": {"enabled": false}},
+            // Id-mapped mounts (runtime/src/idmap.rs) need mount_setattr.
+            // containerd 2.x's CRI takes user-namespaced pods only from a
+            // runtime that has them and the user namespace
+            // (internal/cri/server/service.go, supportsCRIUserns).
+            "mountExtensions": {"idmap": {"enabled": have_mount_setattr()}},
             "netDevices": {"enabled": false},
         },
         "annotations": {
@@ -116,15 +120,17 @@ mod tests {
     #[test]
     fn features_say_what_we_do() {
         let f = features();
-        assert_eq!(f["linux"]["mountExtensions"]["idmap"]["enabled"], false);
-        assert_eq!(f["linux"]["cgroup"]["systemd"], false);
+        // This kernel (6.x) has mount_setattr: id-mapped mounts and rro.
+        assert_eq!(f["linux"]["mountExtensions"]["idmap"]["enabled"], true);
+        assert_eq!(f["linux"]["cgroup"]["systemd"], true);
         let ns = f["linux"]["namespaces"].as_array().unwrap();
         for n in ["mount", "pid", "user", "network", "ipc", "uts", "cgroup"] {
             assert!(ns.iter().any(|v| v == n), "{n} missing from {ns:?}");
         }
         let opts = f["mountOptions"].as_array().unwrap();
-        // This kernel (6.x) has mount_setattr: rro is offered.
-        assert!(opts.iter().any(|v| v == "rro"), "{opts:?}");
+        for o in ["rro", "idmap", "ridmap"] {
+            assert!(opts.iter().any(|v| v == o), "{o} missing from {opts:?}");
+        }
         assert_eq!(f["linux"]["capabilities"].as_array().unwrap().len(), runtime::caps::NAMES.len());
         // The shape containerd decodes.
         let _: oci_spec::runtime::Features = serde_json::from_value(f).expect("runtime-spec features JSON");

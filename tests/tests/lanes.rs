@@ -31,10 +31,10 @@ fn each_containerd_gets_its_newest_task_api() {
 }
 
 /// containerd 2.x's CRI runs `<shim> -info` for each handler and reports
-/// the features in Status: recursive read-only mounts where the kernel has
-/// mount_setattr (Linux 5.12; this host's has), no user namespaces (they
-/// need id-mapped mounts, which we refuse). containerd 1.x reports no
-/// handler features at all.
+/// the features in Status: recursive read-only mounts and user namespaces
+/// (which need id-mapped mounts) where the kernel has mount_setattr (Linux
+/// 5.12; this host's has). containerd 1.x reports no handler features at
+/// all.
 #[test]
 fn cri_reports_the_handlers_features() {
     let cri = CriContainerd::start();
@@ -43,7 +43,7 @@ fn cri_reports_the_handlers_features() {
     if cri.ctd().flavor().major >= 2 {
         let features = rust.and_then(|h| h.features).unwrap_or_else(|| panic!("no features for the rust handler: {:?}", status.runtime_handlers));
         assert!(features.recursive_read_only_mounts, "{features:?}");
-        assert!(!features.user_namespaces, "{features:?}");
+        assert!(features.user_namespaces, "{features:?}");
     } else {
         assert!(status.runtime_handlers.is_empty(), "containerd {} reported handlers: {:?}", cri.ctd().flavor().name, status.runtime_handlers);
     }
@@ -100,6 +100,86 @@ fn recursive_read_only_volume() {
     let _ = nix::mount::umount2(&sub, nix::mount::MntFlags::MNT_DETACH);
     assert!(wait_until(Duration::from_secs(5), || host::mounts_under(&base).is_empty()));
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// A `hostUsers: false` pod: the kubelet sends the pod's uid and gid maps
+/// in the pod's and the container's namespace options, and maps for each
+/// volume. containerd 2.x makes the pod's network namespace inside a new
+/// user namespace, joins it by path (with its maps) in every container's
+/// spec, and has its overlay snapshotter put `uidmap=`/`gidmap=` on the
+/// rootfs mounts, which the shim id-maps. Inside, the image's files belong
+/// to root and a volume shows its host owners through its maps; on the
+/// host, the container runs as the mapped uid. containerd 1.6 and 1.7 do
+/// not make user-namespaced pods for a runtime handler (1.6's CRI ignores
+/// the option; 1.7 asks for nothing id-mapped): the same pod runs in the
+/// host's user namespace there, which this test holds too.
+#[test]
+fn user_namespaced_pod() {
+    use k8s_cri::v1 as cri;
+    use std::os::unix::fs::MetadataExt;
+    const HOST_ID: u32 = 300000;
+    let cri = CriContainerd::start();
+    let major = cri.ctd().flavor().major;
+    let map = vec![cri::IdMapping { host_id: HOST_ID, container_id: 0, length: 65536 }];
+    let userns = cri::UserNamespace { mode: cri::NamespaceMode::Pod as i32, uids: map.clone(), gids: map.clone() };
+    let with_userns = |opts: &mut Option<cri::NamespaceOption>| {
+        let pod = cri::NamespaceMode::Pod as i32;
+        let o = opts.get_or_insert_with(|| cri::NamespaceOption { network: pod, pid: pod, ipc: pod, ..Default::default() });
+        o.userns_options = Some(userns.clone());
+    };
+    let mut pod_config = cri.pod_config("userns");
+    with_userns(&mut pod_config.linux.as_mut().unwrap().security_context.as_mut().unwrap().namespace_options);
+    let pod = cri.run_pod(pod_config);
+
+    let vol = cri.work_dir().join("userns-volume");
+    std::fs::create_dir_all(&vol).unwrap();
+    std::fs::write(vol.join("root-file"), "r\n").unwrap();
+    let mut config = cri.container_config("userns", &["sleep", "1000"]);
+    let linux = config.linux.get_or_insert_with(Default::default);
+    with_userns(&mut linux.security_context.get_or_insert_with(Default::default).namespace_options);
+    // containerd 1.7 refuses volume maps ("idmap mounts not yet supported").
+    let volume_map = if major >= 2 { map.clone() } else { Vec::new() };
+    config.mounts = vec![cri::Mount { container_path: "/vol".into(), host_path: vol.display().to_string(), uid_mappings: volume_map.clone(), gid_mappings: volume_map, ..Default::default() }];
+    let id = cri.run_container(&pod, &config);
+    let out = cri.exec_sync(&id, &["sh", "-c", "cat /proc/self/uid_map; stat -c '%n %u:%g' /bin/busybox /vol/root-file; touch /vol/created && echo created || echo not-created"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let report = format!("containerd {}: exit {}\n--- stdout ---\n{text}--- stderr ---\n{}\n{}", cri.ctd().flavor().name, out.exit_code, String::from_utf8_lossy(&out.stderr), cri.log_tail(30));
+    assert_eq!(out.exit_code, 0, "{report}");
+    let uid_map: Vec<&str> = text.lines().next().unwrap_or_default().split_whitespace().collect();
+    let host_uid = |pid: u32| {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        status.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|l| l.split_whitespace().next().map(String::from)).unwrap_or_default()
+    };
+    let pid = cri.container_pid(&id);
+    let created = || std::fs::metadata(vol.join("created")).expect("the container's file is on the host");
+    let is_1_7 = cri.ctd().flavor().name.starts_with("1.7");
+    if major >= 2 {
+        assert_eq!(uid_map, ["0", &HOST_ID.to_string(), "65536"], "{report}");
+        for want in ["/bin/busybox 0:0", "/vol/root-file 0:0", "created"] {
+            assert!(text.lines().any(|l| l == want), "missing {want:?}: {report}");
+        }
+        assert_eq!(host_uid(pid), HOST_ID.to_string(), "the container's process on the host: {report}");
+        assert_eq!(host_uid(cri.pod_pid(&pod.id)), HOST_ID.to_string(), "the pause process on the host: {report}");
+        let created = created();
+        assert_eq!((created.uid(), created.gid()), (0, 0), "root's write through the volume's maps: {report}");
+    } else if is_1_7 {
+        // A user-namespaced pod with its image's files mapped, but a volume
+        // without maps: the host's root owns it, which the pod's root is not.
+        assert_eq!(uid_map, ["0", &HOST_ID.to_string(), "65536"], "{report}");
+        for want in ["/bin/busybox 0:0", "/vol/root-file 65534:65534", "not-created"] {
+            assert!(text.lines().any(|l| l == want), "missing {want:?}: {report}");
+        }
+        assert_eq!(host_uid(pid), HOST_ID.to_string(), "the container's process on the host: {report}");
+    } else {
+        assert_eq!(uid_map, ["0", "0", "4294967295"], "{report}");
+        assert_eq!(host_uid(pid), "0", "{report}");
+    }
+    cri.stop_container(&id, 0);
+    cri.remove_container(&id);
+    cri.stop_pod(&pod.id);
+    cri.remove_pod(&pod.id);
+    cri.assert_pod_gone(&pod);
+    assert!(wait_until(Duration::from_secs(5), || host::mounts_under(&vol).is_empty()));
 }
 
 /// Removes a cgroup from every hierarchy when dropped, after the
