@@ -16,6 +16,7 @@
 //! fails or is killed only ends the measurements.
 
 mod bench;
+mod cri;
 mod memory;
 mod plot;
 mod report;
@@ -241,6 +242,10 @@ usage: rsv2-bench [options]     (as root; see bench/README.md)
   --debug           containerd and shims at debug level (slower: for phase
                     timing, not for the table); keeps DIR/containerd-debug.log
 
+usage: rsv2-bench --cri [--pods N] [--warmup N] [--out DIR] [--shim PATH]
+  the CRI pod lifecycle with handlers rust, runc and null (the null shim,
+  containerd-shim-null-v2, built beside this binary), N pods each (30)
+
 usage: rsv2-bench --replot DIR
   rewrites DIR/results.md and DIR/results.png from DIR/results.json (no root needed)
 ";
@@ -265,6 +270,9 @@ fn main() -> ExitCode {
             return bench::replot(std::path::Path::new(dir));
         }
     }
+    if args.first().is_some_and(|a| a == "--cri") {
+        return cri_main(&args[1..]);
+    }
     let config = match Config::parse(&args) {
         Ok(c) => c,
         Err(e) => {
@@ -279,6 +287,48 @@ fn main() -> ExitCode {
     match std::env::var_os(PLAN_ENV) {
         Some(plan) => bench::worker(PathBuf::from(plan)),
         None => supervise(config),
+    }
+}
+
+/// `--cri [--pods N] [--warmup N] [--out DIR] [--shim PATH]`.
+fn cri_main(args: &[String]) -> ExitCode {
+    let ws = Config::workspace();
+    let (mut pods, mut warmup, mut out) = (30usize, 2usize, ws.join("bench/results"));
+    let mut shim = std::env::var_os("SHIM_BIN").map(PathBuf::from).unwrap_or_else(|| ws.join("target/release/containerd-shim-rust-v2"));
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let Some(value) = it.next() else {
+            eprintln!("rsv2-bench --cri: {flag} needs a value\n\n{USAGE}");
+            return ExitCode::from(2);
+        };
+        let num = |v: &str| v.parse::<usize>().ok();
+        match (flag.as_str(), num(value)) {
+            ("--pods", Some(n)) if n > 0 => pods = n,
+            ("--warmup", Some(n)) => warmup = n,
+            ("--out", _) => out = PathBuf::from(value),
+            ("--shim", _) => shim = PathBuf::from(value),
+            _ => {
+                eprintln!("rsv2-bench --cri: bad option {flag} {value}\n\n{USAGE}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if !nix::unistd::geteuid().is_root() || !shim.is_file() {
+        eprintln!("rsv2-bench --cri: must run as root, with our shim at {} (--shim)", shim.display());
+        return ExitCode::from(2);
+    }
+    // The harness links SHIM_BIN into containerd's PATH.
+    std::env::set_var("SHIM_BIN", &shim);
+    match cri::run(pods, warmup, &out) {
+        Ok(results) => {
+            println!("{}", results.markdown());
+            eprintln!("rsv2-bench: wrote {}/cri.{{md,json}}", out.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("rsv2-bench --cri: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -1,0 +1,151 @@
+//! `rsv2-bench --cri`: the Kubernetes path (issue #19). One private
+//! containerd with the CRI plugin (the integration tests' CriContainerd and
+//! their CRI client, so no client process start is measured) and three
+//! runtime handlers: `rust` (ours), `runc` (runc's shim + runc) and `null`
+//! (bench/src/null_shim.rs, which runs no container: the floor containerd
+//! and the client impose). Each pod is timed call by call:
+//! RunPodSandbox, CreateContainer + StartContainer (busybox `sleep`),
+//! ExecSync (`true`), StopPodSandbox + RemovePodSandbox, and the whole.
+//! The handlers take turns pod by pod, the first rotating. Every figure is
+//! also given as the overhead above the null shim.
+//!
+//! A single process: the harness's Drop removes the pods, shims, mounts
+//! and cgroups, on a panic too (the workspace unwinds).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use integration_tests::cri::{CriContainerd, CriOptions};
+
+use crate::stats::Summary;
+
+pub const HANDLERS: [&str; 3] = ["rust", "runc", "null"];
+pub const STEPS: [&str; 5] = ["RunPodSandbox", "CreateContainer + StartContainer", "ExecSync", "StopPodSandbox + RemovePodSandbox", "whole lifecycle"];
+
+/// Samples (ms) per handler and step.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CriResults {
+    pub pods: usize,
+    pub warmup: usize,
+    /// handler → step → samples.
+    pub samples: Vec<(String, Vec<Vec<f64>>)>,
+    pub containerd: String,
+}
+
+impl CriResults {
+    fn median(&self, handler: &str, step: usize) -> Option<f64> {
+        let (_, steps) = self.samples.iter().find(|(h, _)| h == handler)?;
+        Summary::of(&steps[step]).map(|s| s.median)
+    }
+
+    /// The table: medians per handler, ours against runc's, and each
+    /// runtime's overhead above the null shim.
+    pub fn markdown(&self) -> String {
+        let mut t = format!(
+            "CRI pod lifecycle, {} pods per handler after {} warm-up pods each, {}; median ms per pod\n\n\
+             | step | ours | runc's shim | null shim | ours / runc | our overhead | runc's overhead | ours / runc's overhead |\n|---|---|---|---|---|---|---|---|\n",
+            self.pods, self.warmup, self.containerd
+        );
+        let f = |v: Option<f64>| v.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into());
+        let r = |v: Option<f64>| v.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into());
+        for (i, step) in STEPS.iter().enumerate() {
+            let (rust, runc, null) = (self.median("rust", i), self.median("runc", i), self.median("null", i));
+            let over = |x: Option<f64>| x.zip(null).map(|(x, n)| x - n);
+            let ratio = |a: Option<f64>, b: Option<f64>| a.zip(b).filter(|(_, b)| *b > 0.0).map(|(a, b)| a / b);
+            t.push_str(&format!(
+                "| {step} | {} | {} | {} | {} | {} | {} | {} |\n",
+                f(rust),
+                f(runc),
+                f(null),
+                r(ratio(rust, runc)),
+                f(over(rust)),
+                f(over(runc)),
+                r(ratio(over(rust), over(runc)))
+            ));
+        }
+        t
+    }
+}
+
+/// The null shim next to this binary (cargo builds both).
+fn null_shim() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let p = exe.with_file_name("containerd-shim-null-v2");
+    if p.is_file() {
+        Ok(p)
+    } else {
+        Err(format!("{} is missing: build it with `cargo build --release -p rsv2-bench`", p.display()))
+    }
+}
+
+/// One pod's lifecycle under `handler`: the time of each step, ms.
+fn one_pod(cri: &CriContainerd, handler: &str, name: &str) -> Result<[f64; 5], String> {
+    let config = cri.pod_config(name);
+    let t0 = Instant::now();
+    let pod_id = cri.try_run_pod_with_handler(&config, handler).map_err(|e| format!("{handler}: RunPodSandbox: {}", e.message()))?;
+    let t1 = Instant::now();
+    let pod = integration_tests::cri::Pod { id: pod_id.clone(), config: config.clone() };
+    let container = cri.container_config("c", &["sleep", "1000"]);
+    let id = cri.try_create_container(&pod, &container).map_err(|e| format!("{handler}: CreateContainer: {}", e.message()))?;
+    cri.try_start_container(&id).map_err(|e| format!("{handler}: StartContainer: {}", e.message()))?;
+    let t2 = Instant::now();
+    let out = cri.try_exec_sync(&id, &["true"], 30).map_err(|e| format!("{handler}: ExecSync: {}", e.message()))?;
+    if out.exit_code != 0 {
+        return Err(format!("{handler}: ExecSync true exited {}", out.exit_code));
+    }
+    let t3 = Instant::now();
+    cri.try_stop_pod(&pod_id).map_err(|e| format!("{handler}: StopPodSandbox: {}", e.message()))?;
+    cri.try_remove_pod(&pod_id).map_err(|e| format!("{handler}: RemovePodSandbox: {}", e.message()))?;
+    let t4 = Instant::now();
+    let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
+    Ok([ms(t0, t1), ms(t1, t2), ms(t2, t3), ms(t3, t4), ms(t0, t4)])
+}
+
+pub fn run(pods: usize, warmup: usize, out: &Path) -> Result<CriResults, String> {
+    let null = null_shim()?;
+    let cri = CriContainerd::start_with(CriOptions {
+        extra_toml: "\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.null]\n  runtime_type = \"io.containerd.null.v2\"\n".into(),
+        files: Vec::new(),
+    });
+    // containerd looks the shim up on its PATH, whose first entry is the
+    // instance's bin/ (where the harness put ours).
+    std::os::unix::fs::symlink(&null, cri.ctd().dir().join("bin/containerd-shim-null-v2")).map_err(|e| format!("link the null shim: {e}"))?;
+    let mut samples: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); STEPS.len()]; HANDLERS.len()];
+    for round in 0..warmup + pods {
+        for k in 0..HANDLERS.len() {
+            let h = (round + k) % HANDLERS.len();
+            let times = one_pod(&cri, HANDLERS[h], &format!("b{round}-{}", HANDLERS[h]))?;
+            if round >= warmup {
+                for (s, t) in times.iter().enumerate() {
+                    samples[h][s].push(*t);
+                }
+            }
+        }
+    }
+    let results = CriResults {
+        pods,
+        warmup,
+        samples: HANDLERS.iter().map(|h| h.to_string()).zip(samples).collect(),
+        containerd: format!("containerd {}", cri.ctd().flavor().name),
+    };
+    std::fs::create_dir_all(out).map_err(|e| format!("mkdir {}: {e}", out.display()))?;
+    std::fs::write(out.join("cri.json"), serde_json::to_vec_pretty(&results).expect("serialize")).map_err(|e| e.to_string())?;
+    std::fs::write(out.join("cri.md"), results.markdown()).map_err(|e| e.to_string())?;
+    Ok(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_has_overheads_above_the_null_shim() {
+        let s = |v: f64| vec![vec![v; 3]; STEPS.len()];
+        let r = CriResults { pods: 3, warmup: 1, samples: vec![("rust".into(), s(30.0)), ("runc".into(), s(50.0)), ("null".into(), s(20.0))], containerd: "containerd 1.6".into() };
+        let t = r.markdown();
+        // ours 30, runc 50, null 20: overheads 10 and 30, a third.
+        assert!(t.contains("| RunPodSandbox | 30.0 | 50.0 | 20.0 | 0.60 | 10.0 | 30.0 | 0.33 |"), "{t}");
+    }
+}
