@@ -32,6 +32,23 @@ pub struct CriResults {
     /// handler → step → samples.
     pub samples: Vec<(String, Vec<Vec<f64>>)>,
     pub containerd: String,
+    /// Density: handler → what `density_pods` pods cost.
+    #[serde(default)]
+    pub density: Vec<(String, Density)>,
+    #[serde(default)]
+    pub density_pods: usize,
+}
+
+/// Memory of many pods at once, per pod.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Density {
+    /// Summed PSS of the shim servers, KiB per pod.
+    pub shim_pss_kib: f64,
+    /// Summed PSS of the pause processes, KiB per pod.
+    pub pause_pss_kib: f64,
+    /// MemAvailable before minus after, KiB per pod.
+    pub mem_available_kib: f64,
+    pub shims: usize,
 }
 
 impl CriResults {
@@ -65,8 +82,68 @@ impl CriResults {
                 r(ratio(over(rust), over(runc)))
             ));
         }
+        if !self.density.is_empty() {
+            t.push_str(&format!(
+                "\n{} pods with one container each, all running at once; per pod\n\n| | shim PSS (MiB) | pause PSS (MiB) | MemAvailable used (MiB) | shim servers |\n|---|---|---|---|---|\n",
+                self.density_pods
+            ));
+            for (h, d) in &self.density {
+                let name = match h.as_str() {
+                    "rust" => "ours",
+                    "runc" => "runc's shim",
+                    other => other,
+                };
+                t.push_str(&format!("| {name} | {:.2} | {:.2} | {:.2} | {} |\n", d.shim_pss_kib / 1024.0, d.pause_pss_kib / 1024.0, d.mem_available_kib / 1024.0, d.shims));
+            }
+        }
         t
     }
+}
+
+fn mem_available_kib() -> f64 {
+    let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    text.lines().find_map(|l| l.strip_prefix("MemAvailable:")).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0.0)
+}
+
+fn pss_kib(pid: u32) -> f64 {
+    crate::memory::usage(pid).map(|u| u.pss_kib as f64).unwrap_or(0.0)
+}
+
+/// `n` pods of `handler` at once: their shims' and pause processes' PSS
+/// and the node's MemAvailable, per pod, then every pod removed.
+fn density(cri: &CriContainerd, handler: &str, n: usize) -> Result<Density, String> {
+    let settle = || std::thread::sleep(std::time::Duration::from_secs(3));
+    settle();
+    let before = mem_available_kib();
+    let mut pods = Vec::with_capacity(n);
+    let result = (|| {
+        for i in 0..n {
+            let config = cri.pod_config(&format!("d{i}-{handler}"));
+            let id = cri.try_run_pod_with_handler(&config, handler).map_err(|e| format!("{handler}: RunPodSandbox: {}", e.message()))?;
+            let pod = integration_tests::cri::Pod { id: id.clone(), config };
+            pods.push(id);
+            let c = cri.try_create_container(&pod, &cri.container_config("c", &["sleep", "1000"])).map_err(|e| format!("{handler}: CreateContainer: {}", e.message()))?;
+            cri.try_start_container(&c).map_err(|e| format!("{handler}: StartContainer: {}", e.message()))?;
+        }
+        // Past the 2 s after which an idle shim of ours ends its workers.
+        settle();
+        let after = mem_available_kib();
+        let socket = cri.ctd().socket().display().to_string();
+        let binary = format!("containerd-shim-{handler}-v2");
+        let shims: Vec<u32> = crate::memory::instance_shims(&socket)
+            .into_iter()
+            .filter(|p| p.cmdline[0].rsplit('/').next() == Some(binary.as_str()) && !p.cmdline.iter().any(|a| a == "start" || a == "delete"))
+            .map(|p| p.pid)
+            .collect();
+        let pause: f64 = pods.iter().map(|id| pss_kib(cri.pod_pid(id))).sum();
+        let per = |v: f64| v / n as f64;
+        Ok(Density { shim_pss_kib: per(shims.iter().map(|p| pss_kib(*p)).sum()), pause_pss_kib: per(pause), mem_available_kib: per(before - after), shims: shims.len() })
+    })();
+    for id in &pods {
+        let _ = cri.try_stop_pod(id);
+        let _ = cri.try_remove_pod(id);
+    }
+    result
 }
 
 /// The null shim next to this binary (cargo builds both).
@@ -103,7 +180,7 @@ fn one_pod(cri: &CriContainerd, handler: &str, name: &str) -> Result<[f64; 5], S
     Ok([ms(t0, t1), ms(t1, t2), ms(t2, t3), ms(t3, t4), ms(t0, t4)])
 }
 
-pub fn run(pods: usize, warmup: usize, out: &Path) -> Result<CriResults, String> {
+pub fn run(pods: usize, warmup: usize, density_pods: usize, out: &Path) -> Result<CriResults, String> {
     let null = null_shim()?;
     let cri = CriContainerd::start_with(CriOptions {
         extra_toml: "\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.null]\n  runtime_type = \"io.containerd.null.v2\"\n".into(),
@@ -124,12 +201,19 @@ pub fn run(pods: usize, warmup: usize, out: &Path) -> Result<CriResults, String>
             }
         }
     }
-    let results = CriResults {
+    let mut results = CriResults {
         pods,
         warmup,
         samples: HANDLERS.iter().map(|h| h.to_string()).zip(samples).collect(),
         containerd: format!("containerd {}", cri.ctd().flavor().name),
+        density: Vec::new(),
+        density_pods,
     };
+    if density_pods > 0 {
+        for h in ["rust", "runc"] {
+            results.density.push((h.to_string(), density(&cri, h, density_pods)?));
+        }
+    }
     std::fs::create_dir_all(out).map_err(|e| format!("mkdir {}: {e}", out.display()))?;
     std::fs::write(out.join("cri.json"), serde_json::to_vec_pretty(&results).expect("serialize")).map_err(|e| e.to_string())?;
     std::fs::write(out.join("cri.md"), results.markdown()).map_err(|e| e.to_string())?;
@@ -143,8 +227,10 @@ mod tests {
     #[test]
     fn table_has_overheads_above_the_null_shim() {
         let s = |v: f64| vec![vec![v; 3]; STEPS.len()];
-        let r = CriResults { pods: 3, warmup: 1, samples: vec![("rust".into(), s(30.0)), ("runc".into(), s(50.0)), ("null".into(), s(20.0))], containerd: "containerd 1.6".into() };
+        let d = Density { shim_pss_kib: 307.2, pause_pss_kib: 102.4, mem_available_kib: 2048.0, shims: 100 };
+        let r = CriResults { pods: 3, warmup: 1, samples: vec![("rust".into(), s(30.0)), ("runc".into(), s(50.0)), ("null".into(), s(20.0))], containerd: "containerd 1.6".into(), density: vec![("rust".into(), d)], density_pods: 100 };
         let t = r.markdown();
+        assert!(t.contains("| ours | 0.30 | 0.10 | 2.00 | 100 |"), "{t}");
         // ours 30, runc 50, null 20: overheads 10 and 30, a third.
         assert!(t.contains("| RunPodSandbox | 30.0 | 50.0 | 20.0 | 0.60 | 10.0 | 30.0 | 0.33 |"), "{t}");
     }

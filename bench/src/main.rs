@@ -242,9 +242,10 @@ usage: rsv2-bench [options]     (as root; see bench/README.md)
   --debug           containerd and shims at debug level (slower: for phase
                     timing, not for the table); keeps DIR/containerd-debug.log
 
-usage: rsv2-bench --cri [--pods N] [--warmup N] [--out DIR] [--shim PATH]
+usage: rsv2-bench --cri [--pods N] [--warmup N] [--density N] [--out DIR] [--shim PATH]
   the CRI pod lifecycle with handlers rust, runc and null (the null shim,
-  containerd-shim-null-v2, built beside this binary), N pods each (30)
+  containerd-shim-null-v2, built beside this binary), N pods each (30);
+  then density: N pods of rust, then of runc, all at once (100; 0: none)
 
 usage: rsv2-bench --replot DIR
   rewrites DIR/results.md and DIR/results.png from DIR/results.json (no root needed)
@@ -290,10 +291,10 @@ fn main() -> ExitCode {
     }
 }
 
-/// `--cri [--pods N] [--warmup N] [--out DIR] [--shim PATH]`.
+/// `--cri [--pods N] [--warmup N] [--density N] [--out DIR] [--shim PATH]`.
 fn cri_main(args: &[String]) -> ExitCode {
     let ws = Config::workspace();
-    let (mut pods, mut warmup, mut out) = (30usize, 2usize, ws.join("bench/results"));
+    let (mut pods, mut warmup, mut density, mut out) = (30usize, 2usize, 100usize, ws.join("bench/results"));
     let mut shim = std::env::var_os("SHIM_BIN").map(PathBuf::from).unwrap_or_else(|| ws.join("target/release/containerd-shim-rust-v2"));
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -305,6 +306,7 @@ fn cri_main(args: &[String]) -> ExitCode {
         match (flag.as_str(), num(value)) {
             ("--pods", Some(n)) if n > 0 => pods = n,
             ("--warmup", Some(n)) => warmup = n,
+            ("--density", Some(n)) => density = n,
             ("--out", _) => out = PathBuf::from(value),
             ("--shim", _) => shim = PathBuf::from(value),
             _ => {
@@ -319,7 +321,7 @@ fn cri_main(args: &[String]) -> ExitCode {
     }
     // The harness links SHIM_BIN into containerd's PATH.
     std::env::set_var("SHIM_BIN", &shim);
-    match cri::run(pods, warmup, &out) {
+    match cri::run(pods, warmup, density, &out) {
         Ok(results) => {
             println!("{}", results.markdown());
             eprintln!("rsv2-bench: wrote {}/cri.{{md,json}}", out.display());
