@@ -1,0 +1,42 @@
+//! The bench's floor must be a correct shim, or the overheads above it
+//! mean nothing: the null shim (src/null_shim.rs) through containerd's CRI
+//! and through ctr, with no timing. One shim serves the pod; the pod and
+//! its container start, ExecSync answers exit 0, the container's kill is
+//! reported, and everything goes away.
+
+use integration_tests::cri::{CriContainerd, CriOptions, Pod};
+use integration_tests::host;
+
+fn null_shim() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_BIN_EXE_containerd-shim-null-v2"))
+}
+
+#[test]
+fn null_shim_serves_a_cri_pod() {
+    let cri = CriContainerd::start_with(CriOptions {
+        extra_toml: "\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.null]\n  runtime_type = \"io.containerd.null.v2\"\n".into(),
+        files: Vec::new(),
+    });
+    std::os::unix::fs::symlink(null_shim(), cri.ctd().dir().join("bin/containerd-shim-null-v2")).expect("link the null shim");
+    let config = cri.pod_config("null");
+    let id = cri.must("RunPodSandbox", cri.try_run_pod_with_handler(&config, "null"));
+    let pod = Pod { id: id.clone(), config };
+    let c = cri.must("CreateContainer", cri.try_create_container(&pod, &cri.container_config("c", &["sleep", "1000"])));
+    cri.must("StartContainer", cri.try_start_container(&c));
+    let out = cri.must("ExecSync", cri.try_exec_sync(&c, &["true"], 10));
+    assert_eq!(out.exit_code, 0);
+    let socket = cri.ctd().socket().display().to_string();
+    let shims: Vec<u32> = host::processes()
+        .into_iter()
+        .filter(|p| p.cmdline[0].ends_with("containerd-shim-null-v2") && p.flag("-address") == Some(socket.as_str()) && p.cmdline.last().is_some_and(|a| a == "serve"))
+        .map(|p| p.pid)
+        .collect();
+    assert_eq!(shims.len(), 1, "one null shim serves the pod and its container: {shims:?}");
+    // A stop kills the container: the null shim reports the signal's exit.
+    cri.must("StopContainer", cri.try_stop_container(&c, 0));
+    let status = cri.container_status(&c);
+    assert_eq!(status.exit_code, 137, "{status:?}");
+    cri.must("StopPodSandbox", cri.try_stop_pod(&id));
+    cri.must("RemovePodSandbox", cri.try_remove_pod(&id));
+    assert!(integration_tests::wait_until(std::time::Duration::from_secs(10), || shims.iter().all(|p| !host::is_alive(*p))), "the null shim outlived its pod");
+}
