@@ -37,6 +37,14 @@ pub struct CriResults {
     pub density: Vec<(String, Density)>,
     #[serde(default)]
     pub density_pods: usize,
+    /// Concurrent starts: handler → wall seconds of each round.
+    #[serde(default)]
+    pub burst: Vec<(String, Vec<f64>)>,
+    /// Pods per round, and how many at a time.
+    #[serde(default)]
+    pub burst_pods: usize,
+    #[serde(default)]
+    pub burst_concurrency: usize,
 }
 
 /// Memory of many pods at once, per pod.
@@ -82,6 +90,25 @@ impl CriResults {
                 r(ratio(over(rust), over(runc)))
             ));
         }
+        if !self.burst.is_empty() {
+            let median = |h: &str| self.burst.iter().find(|(n, _)| n == h).and_then(|(_, v)| Summary::of(v)).map(|s| s.median);
+            let (rust, runc, null) = (median("rust"), median("runc"), median("null"));
+            let over = |x: Option<f64>| x.zip(null).map(|(x, n)| x - n);
+            let ratio = |a: Option<f64>, b: Option<f64>| a.zip(b).filter(|(_, b)| *b > 0.0).map(|(a, b)| a / b);
+            t.push_str(&format!(
+                "\n{} pods (RunPodSandbox, CreateContainer, StartContainer), {} at a time, median wall s of {} rounds\n\n| ours | runc's shim | null shim | ours / runc | our overhead | runc's overhead | ours / runc's overhead |\n|---|---|---|---|---|---|---|\n| {} | {} | {} | {} | {} | {} | {} |\n",
+                self.burst_pods,
+                self.burst_concurrency,
+                self.burst.first().map(|(_, v)| v.len()).unwrap_or(0),
+                r(rust),
+                r(runc),
+                r(null),
+                r(ratio(rust, runc)),
+                r(over(rust)),
+                r(over(runc)),
+                r(ratio(over(rust), over(runc)))
+            ));
+        }
         if !self.density.is_empty() {
             t.push_str(&format!(
                 "\n{} pods with one container each, all running at once; per pod\n\n| | shim PSS (MiB) | pause PSS (MiB) | MemAvailable used (MiB) | shim servers |\n|---|---|---|---|---|\n",
@@ -107,6 +134,45 @@ fn mem_available_kib() -> f64 {
 
 fn pss_kib(pid: u32) -> f64 {
     crate::memory::usage(pid).map(|u| u.pss_kib as f64).unwrap_or(0.0)
+}
+
+/// `n` pods of `handler` started `concurrency` at a time (each thread its
+/// own pods in turn): the wall time until all run, s. Then every pod is
+/// removed (not timed).
+fn burst(cri: &CriContainerd, handler: &str, n: usize, concurrency: usize, round: usize) -> Result<f64, String> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let made = std::sync::Mutex::new(Vec::new());
+    let t0 = Instant::now();
+    let errors: Vec<String> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..concurrency)
+            .map(|_| {
+                s.spawn(|| -> Result<(), String> {
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        if i >= n {
+                            return Ok(());
+                        }
+                        let config = cri.pod_config(&format!("t{round}-{i}-{handler}"));
+                        let id = cri.try_run_pod_with_handler(&config, handler).map_err(|e| format!("{handler}: RunPodSandbox: {}", e.message()))?;
+                        made.lock().unwrap_or_else(|e| e.into_inner()).push(id.clone());
+                        let pod = integration_tests::cri::Pod { id, config };
+                        let c = cri.try_create_container(&pod, &cri.container_config("c", &["sleep", "1000"])).map_err(|e| format!("{handler}: CreateContainer: {}", e.message()))?;
+                        cri.try_start_container(&c).map_err(|e| format!("{handler}: StartContainer: {}", e.message()))?;
+                    }
+                })
+            })
+            .collect();
+        workers.into_iter().filter_map(|w| w.join().unwrap_or_else(|_| Err("a worker panicked".into())).err()).collect()
+    });
+    let wall = t0.elapsed().as_secs_f64();
+    for id in made.into_inner().unwrap_or_default() {
+        let _ = cri.try_stop_pod(&id);
+        let _ = cri.try_remove_pod(&id);
+    }
+    match errors.first() {
+        Some(e) => Err(e.clone()),
+        None => Ok(wall),
+    }
 }
 
 /// `n` pods of `handler` at once: their shims' and pause processes' PSS
@@ -180,7 +246,18 @@ fn one_pod(cri: &CriContainerd, handler: &str, name: &str) -> Result<[f64; 5], S
     Ok([ms(t0, t1), ms(t1, t2), ms(t2, t3), ms(t3, t4), ms(t0, t4)])
 }
 
-pub fn run(pods: usize, warmup: usize, density_pods: usize, out: &Path) -> Result<CriResults, String> {
+/// What `--cri` measures.
+pub struct CriPlan {
+    pub pods: usize,
+    pub warmup: usize,
+    pub density_pods: usize,
+    pub burst_pods: usize,
+    pub burst_concurrency: usize,
+    pub burst_rounds: usize,
+}
+
+pub fn run(plan: &CriPlan, out: &Path) -> Result<CriResults, String> {
+    let CriPlan { pods, warmup, density_pods, .. } = *plan;
     let null = null_shim()?;
     let cri = CriContainerd::start_with(CriOptions {
         extra_toml: "\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.null]\n  runtime_type = \"io.containerd.null.v2\"\n".into(),
@@ -208,7 +285,20 @@ pub fn run(pods: usize, warmup: usize, density_pods: usize, out: &Path) -> Resul
         containerd: format!("containerd {}", cri.ctd().flavor().name),
         density: Vec::new(),
         density_pods,
+        burst: Vec::new(),
+        burst_pods: plan.burst_pods,
+        burst_concurrency: plan.burst_concurrency,
     };
+    if plan.burst_pods > 0 {
+        let mut walls: Vec<Vec<f64>> = vec![Vec::new(); HANDLERS.len()];
+        for round in 0..plan.burst_rounds {
+            for k in 0..HANDLERS.len() {
+                let h = (round + k) % HANDLERS.len();
+                walls[h].push(burst(&cri, HANDLERS[h], plan.burst_pods, plan.burst_concurrency, round)?);
+            }
+        }
+        results.burst = HANDLERS.iter().map(|h| h.to_string()).zip(walls).collect();
+    }
     if density_pods > 0 {
         for h in ["rust", "runc"] {
             results.density.push((h.to_string(), density(&cri, h, density_pods)?));
@@ -228,7 +318,8 @@ mod tests {
     fn table_has_overheads_above_the_null_shim() {
         let s = |v: f64| vec![vec![v; 3]; STEPS.len()];
         let d = Density { shim_pss_kib: 307.2, pause_pss_kib: 102.4, mem_available_kib: 2048.0, shims: 100 };
-        let r = CriResults { pods: 3, warmup: 1, samples: vec![("rust".into(), s(30.0)), ("runc".into(), s(50.0)), ("null".into(), s(20.0))], containerd: "containerd 1.6".into(), density: vec![("rust".into(), d)], density_pods: 100 };
+        let r = CriResults { pods: 3, warmup: 1, samples: vec![("rust".into(), s(30.0)), ("runc".into(), s(50.0)), ("null".into(), s(20.0))], containerd: "containerd 1.6".into(), density: vec![("rust".into(), d)], density_pods: 100, burst: vec![("rust".into(), vec![1.0]), ("runc".into(), vec![2.0]), ("null".into(), vec![0.5])], burst_pods: 50, burst_concurrency: 10 };
+        assert!(r.markdown().contains("| 1.00 | 2.00 | 0.50 | 0.50 | 0.50 | 1.50 | 0.33 |"), "{}", r.markdown());
         let t = r.markdown();
         assert!(t.contains("| ours | 0.30 | 0.10 | 2.00 | 100 |"), "{t}");
         // ours 30, runc 50, null 20: overheads 10 and 30, a third.

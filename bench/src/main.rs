@@ -242,9 +242,11 @@ usage: rsv2-bench [options]     (as root; see bench/README.md)
   --debug           containerd and shims at debug level (slower: for phase
                     timing, not for the table); keeps DIR/containerd-debug.log
 
-usage: rsv2-bench --cri [--pods N] [--warmup N] [--density N] [--out DIR] [--shim PATH]
+usage: rsv2-bench --cri [--pods N] [--warmup N] [--burst N] [--burst-concurrency N]
+                       [--burst-rounds N] [--density N] [--out DIR] [--shim PATH]
   the CRI pod lifecycle with handlers rust, runc and null (the null shim,
   containerd-shim-null-v2, built beside this binary), N pods each (30);
+  N pods started C at a time, R rounds per handler (50, 10, 3; 0: none);
   then density: N pods of rust, then of runc, all at once (100; 0: none)
 
 usage: rsv2-bench --replot DIR
@@ -291,10 +293,11 @@ fn main() -> ExitCode {
     }
 }
 
-/// `--cri [--pods N] [--warmup N] [--density N] [--out DIR] [--shim PATH]`.
+/// `--cri`: see USAGE.
 fn cri_main(args: &[String]) -> ExitCode {
     let ws = Config::workspace();
-    let (mut pods, mut warmup, mut density, mut out) = (30usize, 2usize, 100usize, ws.join("bench/results"));
+    let mut plan = cri::CriPlan { pods: 30, warmup: 2, density_pods: 100, burst_pods: 50, burst_concurrency: 10, burst_rounds: 3 };
+    let mut out = ws.join("bench/results");
     let mut shim = std::env::var_os("SHIM_BIN").map(PathBuf::from).unwrap_or_else(|| ws.join("target/release/containerd-shim-rust-v2"));
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -304,9 +307,12 @@ fn cri_main(args: &[String]) -> ExitCode {
         };
         let num = |v: &str| v.parse::<usize>().ok();
         match (flag.as_str(), num(value)) {
-            ("--pods", Some(n)) if n > 0 => pods = n,
-            ("--warmup", Some(n)) => warmup = n,
-            ("--density", Some(n)) => density = n,
+            ("--pods", Some(n)) if n > 0 => plan.pods = n,
+            ("--warmup", Some(n)) => plan.warmup = n,
+            ("--density", Some(n)) => plan.density_pods = n,
+            ("--burst", Some(n)) => plan.burst_pods = n,
+            ("--burst-concurrency", Some(n)) if n > 0 => plan.burst_concurrency = n,
+            ("--burst-rounds", Some(n)) if n > 0 => plan.burst_rounds = n,
             ("--out", _) => out = PathBuf::from(value),
             ("--shim", _) => shim = PathBuf::from(value),
             _ => {
@@ -321,7 +327,7 @@ fn cri_main(args: &[String]) -> ExitCode {
     }
     // The harness links SHIM_BIN into containerd's PATH.
     std::env::set_var("SHIM_BIN", &shim);
-    match cri::run(pods, warmup, density, &out) {
+    match cri::run(&plan, &out) {
         Ok(results) => {
             println!("{}", results.markdown());
             eprintln!("rsv2-bench: wrote {}/cri.{{md,json}}", out.display());

@@ -199,7 +199,11 @@ impl CriContainerd {
             .insert(PrivateContainerd::start_with_cri(settings));
         image::import_test_images(ctd, &work.join("images"));
 
-        let rt = tokio::runtime::Builder::new_current_thread()
+        // Multi-threaded, so that calls from several threads at once (the
+        // bench's pods N at a time) run at once: a current-thread runtime
+        // lets only one block_on drive it.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
             .enable_all()
             .build()
             .expect("build a tokio runtime");
