@@ -455,9 +455,6 @@ impl Container {
     fn create_for_restore(req: &CreateRequest<'_>) -> Result<Container, ContainerError> {
         let bundle = Bundle::load(req.bundle)?;
         let linux = bundle.spec.linux().clone().unwrap_or_default();
-        if req.io.terminal {
-            return Err(ContainerError::Unsupported("restoring a container with a terminal is not supported yet".into()));
-        }
         let cg = cgroup_driver(linux.cgroups_path().as_ref().and_then(|p| p.to_str()), req.id, req.options.systemd_cgroup)?;
         if cg.systemd_unit().is_some() {
             return Err(ContainerError::Unsupported("restoring from a checkpoint under the systemd cgroup driver is not supported yet: use cgroupfs".into()));
@@ -472,7 +469,7 @@ impl Container {
             cg.set(r)?;
         }
         let io_owner = req.options.io_uid.zip(req.options.io_gid);
-        let (stdio, handles) = stdio::open(&req.io.stdin, &req.io.stdout, &req.io.stderr, false, &LogTarget { container_id: req.id, namespace: req.namespace, owner: io_owner })?;
+        let (stdio, handles) = stdio::open(&req.io.stdin, &req.io.stdout, &req.io.stderr, req.io.terminal, &LogTarget { container_id: req.id, namespace: req.namespace, owner: io_owner })?;
         let cg = cg.keep();
         Ok(Container {
             id: req.id.to_string(),
@@ -493,7 +490,7 @@ impl Container {
             mounted_rootfs: None,
             oom_token: None,
             init_descriptors: Vec::new(),
-            init_restore: Some(checkpoint::Restore { images: PathBuf::from(req.checkpoint), stdio }),
+            init_restore: Some(checkpoint::Restore { images: PathBuf::from(req.checkpoint), stdio, terminal: req.io.terminal }),
         })
     }
 

@@ -106,6 +106,12 @@ pub struct DumpOptions {
     pub work_path: Option<PathBuf>,
     /// none, props, soft, full, strict, ignore (`--manage-cgroups=`).
     pub cgroups_mode: Option<String>,
+    /// The container's terminal, `tty[rdev:dev]` of its pty slave, dumped
+    /// as external: its master is the shim's, outside the dumped tree. A
+    /// restore hands CRIU a new pty's slave for it (`--inherit-fd`), the
+    /// CLI's counterpart of runc's RPC orphan-pts-master.
+    #[serde(default)]
+    pub external_tty: Option<String>,
 }
 
 /// The type name of the options, with or without the type URL prefix.
@@ -139,6 +145,7 @@ impl DumpOptions {
             file_locks: o.file_locks,
             work_path: Some(PathBuf::from(&o.work_path)).filter(|p| !p.as_os_str().is_empty()),
             cgroups_mode: mode,
+            external_tty: None,
         })
     }
 
@@ -153,7 +160,11 @@ impl DumpOptions {
         if self.external_unix_sockets {
             a.push("--ext-unix-sk".into());
         }
-        if self.terminal {
+        // An external terminal is the container's own session's: the
+        // restored init must lead its session and take the new pty as its
+        // controlling terminal, which --shell-job (inherit criu's session)
+        // would prevent.
+        if self.terminal && self.external_tty.is_none() {
             a.push("--shell-job".into());
         }
         if self.file_locks {
@@ -238,6 +249,9 @@ pub fn dump_args(pid: i32, images: &Path, work: &Path, opts: &DumpOptions, layou
     for (kind, ino, _) in &layout.external_ns {
         a.extend(["--external".into(), format!("{kind}[{ino}]:{}", ns_key(kind))]);
     }
+    if let Some(tty) = &opts.external_tty {
+        a.extend(["--external".into(), tty.clone()]);
+    }
     a
 }
 
@@ -247,7 +261,8 @@ pub fn dump_args(pid: i32, images: &Path, work: &Path, opts: &DumpOptions, layou
 /// (`stdio`: the recorded link targets, each with the fd criu has the new
 /// end on), the external mounts come from the host again, the namespaces
 /// joined by path are joined again (`ns_fds`: their fds in criu).
-pub fn restore_args(images: &Path, work: &Path, root: &Path, pidfile: &Path, opts: &DumpOptions, layout: &Layout, stdio: &[(String, i32)], ns_fds: &[(&'static str, i32)]) -> Vec<String> {
+#[allow(clippy::too_many_arguments)]
+pub fn restore_args(images: &Path, work: &Path, root: &Path, pidfile: &Path, opts: &DumpOptions, layout: &Layout, stdio: &[(String, i32)], ns_fds: &[(&'static str, i32)], tty_fd: Option<i32>) -> Vec<String> {
     let mut a: Vec<String> = vec![
         "restore".into(),
         "--images-dir".into(),
@@ -289,7 +304,16 @@ pub fn restore_args(images: &Path, work: &Path, root: &Path, pidfile: &Path, opt
     for (kind, fd) in ns_fds {
         a.extend(["--inherit-fd".into(), format!("fd[{fd}]:{}", ns_key(kind))]);
     }
+    if let (Some(tty), Some(fd)) = (&opts.external_tty, tty_fd) {
+        a.extend(["--inherit-fd".into(), format!("fd[{fd}]:{tty}")]);
+    }
     a
+}
+
+/// CRIU's key for a tty: `tty[rdev:dev]` in hex, as its tty_d_name and
+/// get_tty_driver print them.
+pub fn tty_key(rdev: u64, dev: u64) -> String {
+    format!("tty[{rdev:x}:{dev:x}]")
 }
 
 /// Written next to the images: the stdio the process had (runc's
@@ -319,10 +343,19 @@ mod args_tests {
         for want in ["--leave-running", "--tcp-established", "--external mnt[/data]:/data", "--external mnt[/proc/kcore]:/dev/null", "--external net[4026532000]:extRootNetNS", "--freeze-cgroup /sys/fs/cgroup/freezer/default/c1", "--manage-cgroups --empty-ns net"] {
             assert!(d.contains(want), "{want} missing: {d}");
         }
-        let r = restore_args(Path::new("/ck"), Path::new("/w"), Path::new("/b/criu-root"), Path::new("/w/pid"), &opts, &layout, &[("pipe:[7]".into(), 3)], &[("net", 6)]).join(" ");
+        let r = restore_args(Path::new("/ck"), Path::new("/w"), Path::new("/b/criu-root"), Path::new("/w/pid"), &opts, &layout, &[("pipe:[7]".into(), 3)], &[("net", 6)], None).join(" ");
         for want in ["--restore-detached --restore-sibling", "--root /b/criu-root", "--cgroup-root /default/c1", "--external mnt[/data]:/srv/data", "--external mnt[/dev/null]:/dev/null", "--inherit-fd fd[3]:pipe:[7]", "--inherit-fd fd[6]:extRootNetNS", "--tcp-established"] {
             assert!(r.contains(want), "{want} missing: {r}");
         }
+        // A terminal: dumped as external, handed a new slave at restore,
+        // and no --shell-job either way.
+        let tty = DumpOptions { terminal: true, external_tty: Some(tty_key(0x8800, 0x1a)), ..Default::default() };
+        let d = dump_args(42, Path::new("/ck"), Path::new("/w"), &tty, &layout).join(" ");
+        assert!(d.contains("--external tty[8800:1a]") && !d.contains("--shell-job"), "{d}");
+        let r = restore_args(Path::new("/ck"), Path::new("/w"), Path::new("/r"), Path::new("/w/pid"), &tty, &layout, &[], &[], Some(9)).join(" ");
+        assert!(r.contains("--inherit-fd fd[9]:tty[8800:1a]") && !r.contains("--shell-job"), "{r}");
+        let shell = DumpOptions { terminal: true, ..Default::default() };
+        assert!(dump_args(1, Path::new("/c"), Path::new("/w"), &shell, &Layout::default()).contains(&"--shell-job".to_string()));
         let exit = DumpOptions { exit: true, ..Default::default() };
         assert!(!dump_args(1, Path::new("/c"), Path::new("/w"), &exit, &Layout::default()).contains(&"--leave-running".to_string()));
     }

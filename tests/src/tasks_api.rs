@@ -202,7 +202,15 @@ impl PrivateContainerd {
     /// `stdout` (a path; empty: none), then Tasks.Start: the restored
     /// init's pid.
     pub fn restore_task(&self, id: &str, checkpoint: &Descriptor, stdout: &str) -> Result<u32, tonic::Status> {
-        let req = CreateTaskRequest { container_id: id.into(), stdout: stdout.into(), stderr: stdout.into(), checkpoint: Some(checkpoint.clone()), ..Default::default() };
+        self.create_and_start_task(id, Some(checkpoint), stdout, false)
+    }
+
+    /// Tasks.Create of container `id`'s task (from `checkpoint` if given),
+    /// its output to `stdout` (with `terminal`, the terminal's), then
+    /// Tasks.Start: the init's pid.
+    pub fn create_and_start_task(&self, id: &str, checkpoint: Option<&Descriptor>, stdout: &str, terminal: bool) -> Result<u32, tonic::Status> {
+        let stderr = if terminal { String::new() } else { stdout.to_string() };
+        let req = CreateTaskRequest { container_id: id.into(), stdout: stdout.into(), stderr, terminal, checkpoint: checkpoint.cloned(), ..Default::default() };
         call_for::<_, CreateTaskResponse>(self, "/containerd.services.tasks.v1.Tasks/Create", req)?;
         let start = StartRequest { container_id: id.into(), exec_id: String::new() };
         call_for::<_, StartResponse>(self, "/containerd.services.tasks.v1.Tasks/Start", start).map(|r| r.pid)

@@ -250,3 +250,91 @@ fn criu_checkpoint_image_export_import_matches_runc() {
     let _ = ctd.ctr(&["images", "rm", COUNTER_IMAGE]);
     ctd.finish();
 }
+
+/// What a checkpoint and restore of a container with a terminal gave.
+#[derive(Debug, PartialEq)]
+struct TerminalObservation {
+    continued: bool,
+    /// The restored init's output reaches the new task's terminal.
+    output_after_restore: bool,
+    /// The restored init's stdin, stdout and stderr are a terminal, its
+    /// controlling one.
+    has_terminal: bool,
+    /// ResizePty of the restored task.
+    resized: bool,
+    exit_137: bool,
+}
+
+/// The counter with a terminal (`process.terminal`, a Create with
+/// `terminal`), created and started through the Tasks API as `ctr run -t`
+/// does, checkpointed, killed and restored with a terminal again.
+fn terminal_scenario(ctd: &PrivateContainerd, runtime: &str, name: &str) -> TerminalObservation {
+    let id = ctd.unique_id(name);
+    // The counter also records whether its fds 0 to 2 are a terminal and
+    // /dev/tty opens (a controlling terminal), each time round.
+    let script = "i=0; while true; do i=$((i+1)); t=no; [ -t 0 ] && [ -t 1 ] && [ -t 2 ] && : < /dev/tty && t=yes; echo $i > /dev/shm/count; echo $t > /dev/shm/tty; echo $i; sleep 0.1; done";
+    let mut spec = ctd.default_spec(&id, &["/bin/sh", "-c", script]);
+    spec["process"]["terminal"] = true.into();
+    let path = ctd.write_spec(&id, &spec);
+    ctd.ctr_ok(&["containers", "create", "--runtime", runtime, "--config", &path.display().to_string(), &id]);
+    // A terminal's output goes to a FIFO (containerd 1.6's runc shim takes
+    // no file:// for a console), which `cat` copies into a log.
+    let fifo_log = |name: &str| {
+        let fifo = ctd.dir().join(format!("{id}-{name}.fifo"));
+        let log = ctd.dir().join(format!("{id}-{name}.log"));
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+        let cat = std::process::Command::new("sh").arg("-c").arg(format!("exec cat {} > {}", fifo.display(), log.display())).spawn().expect("spawn cat");
+        (fifo, log, cat)
+    };
+    let (first_fifo, first_log, mut first_cat) = fifo_log("first");
+    let first = ctd.create_and_start_task(&id, None, &first_fifo.display().to_string(), true).unwrap_or_else(|e| panic!("{runtime}: create with a terminal: {e}\n{}", ctd.log_tail(40)));
+    let before = wait_count(first, 20, Duration::from_secs(60));
+    assert!(before >= 20, "{runtime}: the counter did not count ({before})");
+    let descriptors = ctd.checkpoint_task(&id, &CheckpointOptions::default()).unwrap_or_else(|e| panic!("{runtime}: checkpoint: {e}\n{}", ctd.log_tail(40)));
+    let images = descriptors.iter().find(|d| d.media_type.contains("checkpoint") && !d.media_type.contains("config")).expect("CRIU images").clone();
+    ctd.ctr_ok(&["task", "kill", "-s", "SIGKILL", &id]);
+    ctd.wait_for_status(&id, "STOPPED", Duration::from_secs(30));
+    ctd.ctr_ok(&["task", "delete", &id]);
+
+    let (fifo, log, mut cat) = fifo_log("restored");
+    let pid = ctd.create_and_start_task(&id, Some(&images), &fifo.display().to_string(), true).unwrap_or_else(|e| panic!("{runtime}: restore with a terminal: {e}\n{}", ctd.log_tail(40)));
+    let resumed = wait_count(pid, 1, Duration::from_secs(30));
+    let later = wait_count(pid, resumed + 5, Duration::from_secs(30));
+    let has_terminal = std::fs::read_to_string(format!("/proc/{pid}/root/dev/shm/tty")).unwrap_or_default().trim() == "yes";
+    let resized = ctd.resize_pty(&id, "", 100, 30).is_ok();
+    let output = std::fs::read_to_string(&log).unwrap_or_default();
+    let output_after_restore = output.lines().filter_map(|l| l.trim().parse::<u64>().ok()).any(|n| n > before);
+    ctd.ctr_ok(&["task", "kill", "-s", "SIGKILL", &id]);
+    ctd.wait_for_status(&id, "STOPPED", Duration::from_secs(30));
+    let out = ctd.ctr(&["task", "delete", &id]);
+    let exit_137 = String::from_utf8_lossy(&out.stderr).contains("exit code 137");
+    ctd.remove(&id);
+    for c in [&mut first_cat, &mut cat] {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    for f in [&first_fifo, &first_log, &fifo, &log] {
+        let _ = std::fs::remove_file(f);
+    }
+    ctd.assert_no_leftovers(&id);
+    TerminalObservation { continued: resumed >= before && later >= resumed + 5, output_after_restore, has_terminal, resized, exit_137 }
+}
+
+/// A container with a terminal: checkpointed with its pty slave described
+/// to CRIU as external (the master is the shim's), restored with a new
+/// pty whose slave CRIU gives the restored init as its stdio and
+/// controlling terminal; the counter goes on, its output reaches the new
+/// task's terminal, ResizePty works; the same under runc's shim (which
+/// gets its new master over CRIU's RPC, orphan-pts-master).
+#[test]
+fn criu_terminal_checkpoint_restore_matches_runc() {
+    require_criu();
+    let ctd = PrivateContainerd::start();
+    let runc = terminal_scenario(&ctd, RUNC_RUNTIME, "cktty-runc");
+    let rust = terminal_scenario(&ctd, RUST_RUNTIME, "cktty-rust");
+    println!("runc: {runc:#?}\nrust: {rust:#?}");
+    let want = TerminalObservation { continued: true, output_after_restore: true, has_terminal: true, resized: true, exit_137: true };
+    assert_eq!(rust, want, "ours");
+    assert_eq!(rust, runc, "our shim and runc's differ (left: ours, right: runc's)");
+    ctd.finish();
+}

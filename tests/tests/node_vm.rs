@@ -123,6 +123,11 @@ guest_tests! {
     /// an image-based counter, `ctr images export` and `import` of the
     /// checkpoint image, and `ctr containers restore --live` from it.
     criu_checkpoint_image_export_import_matches_runc,
+    /// tests/tests/node_criu.rs: a counter with a terminal, created as
+    /// `ctr run -t` does, checkpointed, killed and restored with a new
+    /// terminal: it goes on counting, its output reaches the new terminal,
+    /// its stdio is a terminal and its controlling one, ResizePty works.
+    criu_terminal_checkpoint_restore_matches_runc,
 }
 
 #[test]

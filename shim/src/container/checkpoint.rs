@@ -23,8 +23,11 @@ use crate::criu::{self, CriuError, DumpOptions, Layout};
 /// A Create from a checkpoint, waiting for its Start.
 pub struct Restore {
     pub images: PathBuf,
-    /// The process's ends of its new stdio.
+    /// The process's ends of its new stdio (/dev/null with a terminal,
+    /// which the restore makes).
     pub stdio: Stdio3,
+    /// Whether containerd's Create asks for a terminal.
+    pub terminal: bool,
 }
 
 /// How the shim waits for a process it spawned: the reaper owns
@@ -100,11 +103,15 @@ impl Container {
         if !matches!(self.init.status, Status::Running | Status::Paused) {
             return Err(self.state_err(&self.init, "checkpoint", "running or paused"));
         }
-        if self.init.io.terminal || opts.terminal {
-            // CRIU hands a restored terminal's master back only over its
-            // RPC (orphan-pts-master), which we do not speak yet.
-            return Err(ContainerError::Unsupported(format!("container {} has a terminal: checkpointing one is not supported yet", self.id)));
+        let mut opts = opts.clone();
+        if self.init.io.terminal {
+            // The pty slave the container's stdio is: its master is ours,
+            // outside the dumped tree, so CRIU records it as external.
+            let slave = std::fs::metadata(format!("/proc/{}/fd/0", self.init.pid))
+                .map_err(|e| ContainerError::Criu(CriuError::Run { what: format!("stat the terminal of pid {}", self.init.pid), source: e }))?;
+            opts.external_tty = Some(criu::tty_key(slave.rdev(), slave.dev()));
         }
+        let opts = &opts;
         let criu_bin = criu::preflight(wait)?;
         let io = |path: &Path, e: std::io::Error| ContainerError::Criu(CriuError::Run { what: format!("create {}", path.display()), source: e });
         std::fs::create_dir_all(images).map_err(|e| io(images, e))?;
@@ -114,7 +121,15 @@ impl Container {
         let descriptors = serde_json::to_vec(&self.init_descriptors).unwrap_or_default();
         std::fs::write(images.join(criu::DESCRIPTORS), descriptors).map_err(|e| io(images, e))?;
         std::fs::write(images.join(criu::OPTIONS_FILE), serde_json::to_vec(opts).unwrap_or_default()).map_err(|e| io(images, e))?;
-        let layout = self.criu_layout();
+        let mut layout = self.criu_layout();
+        if opts.external_tty.is_some() {
+            // Stage 2 bound the pty slave over /dev/console; CRIU would look
+            // for its master among the dumped files (tty.c's
+            // devpts_check_bindmount), which only its RPC's
+            // orphan-pts-master lets it skip. As an external mount, the
+            // restore binds the new slave there instead.
+            layout.binds.push((CONSOLE.into(), String::new()));
+        }
         let args = criu::dump_args(self.init.pid, images, &work, opts, &layout);
         log::info!("checkpoint {} into {}: criu {}", self.id, images.display(), args.join(" "));
         let null = std::fs::File::open("/dev/null").map_err(|e| io(Path::new("/dev/null"), e))?;
@@ -158,7 +173,7 @@ impl Container {
     }
 
     fn run_restore(&mut self, criu_bin: &Path, restore: &Restore, root: &Path, opts: &DumpOptions, descriptors: &[String], wait: Wait<'_>) -> Result<i32, ContainerError> {
-        let layout = self.criu_layout();
+        let mut layout = self.criu_layout();
         let work = opts.work_path.clone().unwrap_or_else(|| self.bundle.join("criu-work"));
         let io = |path: &Path, e: std::io::Error| ContainerError::Criu(CriuError::Run { what: format!("open {}", path.display()), source: e });
         std::fs::create_dir_all(&work).map_err(|e| io(&work, e))?;
@@ -170,6 +185,26 @@ impl Container {
         let null = std::fs::File::open("/dev/null").map_err(|e| io(Path::new("/dev/null"), e))?;
         let mut fds = vec![null.as_raw_fd(), null.as_raw_fd(), null.as_raw_fd(), restore.stdio.stdin.as_raw_fd(), restore.stdio.stdout.as_raw_fd(), restore.stdio.stderr.as_raw_fd()];
         let stdio: Vec<(String, i32)> = descriptors.iter().enumerate().filter(|(_, d)| d.contains("pipe:")).map(|(i, d)| (d.clone(), 3 + i as i32)).collect();
+        if opts.external_tty.is_some() != restore.terminal {
+            let problem = if restore.terminal {
+                "Create asks for a terminal, but the checkpoint is of a container without one"
+            } else {
+                "the checkpoint is of a container with a terminal: create the task with one (ctr: -t)"
+            };
+            return Err(ContainerError::Criu(CriuError::Invalid(format!("{}: {problem}", restore.images.display()))));
+        }
+        // A new pty for the restored terminal: CRIU gives its slave to the
+        // restored init in place of the old one (and as its controlling
+        // terminal); the master is the container's console from now on.
+        let pty = match restore.terminal {
+            true => Some(new_pty().map_err(|e| io(Path::new("/dev/ptmx"), e))?),
+            false => None,
+        };
+        let tty_fd = pty.as_ref().map(|(_, slave, path)| {
+            layout.binds.push((CONSOLE.into(), path.clone()));
+            fds.push(slave.as_raw_fd());
+            fds.len() as i32 - 1
+        });
         let mut ns_files: Vec<OwnedFd> = Vec::new();
         let mut ns_fds = Vec::new();
         for (kind, _, path) in &layout.external_ns {
@@ -178,7 +213,7 @@ impl Container {
             fds.push(f.as_raw_fd());
             ns_files.push(f.into());
         }
-        let args = criu::restore_args(&restore.images, &work, root, &pidfile, opts, &layout, &stdio, &ns_fds);
+        let args = criu::restore_args(&restore.images, &work, root, &pidfile, opts, &layout, &stdio, &ns_fds, tty_fd);
         log::info!("restore {} from {}: criu {}", self.id, restore.images.display(), args.join(" "));
         let code = run_criu(criu_bin, &args, &fds, wait)?;
         if code != Some(0) {
@@ -189,6 +224,9 @@ impl Container {
         let pid: i32 = std::fs::read_to_string(&pidfile).ok().and_then(|s| s.trim().parse().ok()).ok_or_else(|| ContainerError::Criu(CriuError::Invalid(format!("criu restore wrote no pid into {}", pidfile.display()))))?;
         if opts.work_path.is_none() {
             let _ = std::fs::remove_dir_all(&work);
+        }
+        if let (Some((master, _, _)), Some(handles)) = (pty, self.init.handles.as_mut()) {
+            handles.attach_console(master, &self.init.io.stdin, &self.init.io.stdout).map_err(|e| ContainerError::Criu(CriuError::Invalid(format!("attach the restored terminal: {e}"))))?;
         }
         self.init_descriptors = stdio_descriptors(pid);
         Ok(pid)
@@ -214,6 +252,25 @@ impl Container {
         Ok(())
     }
 }
+
+/// A pty pair from the host's /dev/ptmx, both ends close-on-exec (the shim
+/// spawns processes from many threads) and neither our controlling
+/// terminal, and the slave's path.
+fn new_pty() -> std::io::Result<(OwnedFd, OwnedFd, String)> {
+    use nix::fcntl::OFlag;
+    let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)?;
+    nix::pty::grantpt(&master)?;
+    nix::pty::unlockpt(&master)?;
+    let name = nix::pty::ptsname_r(&master)?;
+    let slave = nix::fcntl::open(Path::new(&name), OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())?;
+    // SAFETY: posix_openpt returned this fd, which PtyMaster owns; we take
+    // it over.
+    let master = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(master)) };
+    Ok((master, slave, name))
+}
+
+/// Where stage 2 binds a container's terminal (runtime/src/console.rs).
+const CONSOLE: &str = "/dev/console";
 
 /// The rootfs of a bundle: root.path, absolute or relative to the bundle.
 struct Bundle;
