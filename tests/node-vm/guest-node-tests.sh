@@ -238,6 +238,23 @@ t_node_integration_binary() {
   echo "$out" | grep -q 'test result: ok. 1 passed' || fail "foundation exit_codes did not run exactly one passing test: $(oneline "$(echo "$out" | tail -n 3)")"
 }
 
+# Not a test, and never in SHELL_TESTS: bench/run-in-node-vm.sh names it to
+# run the bench (release builds in /rsv2/files) on this node's cgroup v2,
+# with the arguments in /rsv2/files/bench-args, one run per line. It fails
+# only when the bench fails; its tables are in its output.
+t_bench() {
+  b=/rsv2/files/rsv2-bench
+  [ -x "$b" ] || fail "no bench at $b (bench/run-in-node-vm.sh copies it)"
+  mkdir -p "$WORK/it"
+  while read -r args; do
+    [ -n "$args" ] || continue
+    echo "RSV2-BENCH-ARGS $args"
+    # shellcheck disable=SC2086 # the arguments are words
+    (cd "$WORK/it" && SHIM_BIN=/rsv2/files/containerd-shim-rust-v2 PAUSE_BIN=/rsv2/bin/pause \
+      "$b" $args --shim /rsv2/files/containerd-shim-rust-v2 --out "$WORK/it/out" 2>&1) || fail "rsv2-bench $args failed"
+  done < /rsv2/files/bench-args
+}
+
 # The Rust guest tests: each test function of /rsv2/it/node_*, by name.
 rust_bins() { for b in /rsv2/it/node_*; do [ -x "$b" ] && [ "${b%.from}" = "$b" ] && echo "$b"; done; }
 rust_tests() { for b in $(rust_bins); do "$b" --list --format terse 2>/dev/null | sed -n 's/: test$//p'; done; }
