@@ -73,40 +73,18 @@ impl CriResults {
              | step | ours | runc's shim | null shim | ours / runc | our overhead | runc's overhead | ours / runc's overhead |\n|---|---|---|---|---|---|---|---|\n",
             self.pods, self.warmup, self.containerd
         );
-        let f = |v: Option<f64>| v.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into());
-        let r = |v: Option<f64>| v.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into());
         for (i, step) in STEPS.iter().enumerate() {
-            let (rust, runc, null) = (self.median("rust", i), self.median("runc", i), self.median("null", i));
-            let over = |x: Option<f64>| x.zip(null).map(|(x, n)| x - n);
-            let ratio = |a: Option<f64>, b: Option<f64>| a.zip(b).filter(|(_, b)| *b > 0.0).map(|(a, b)| a / b);
-            t.push_str(&format!(
-                "| {step} | {} | {} | {} | {} | {} | {} | {} |\n",
-                f(rust),
-                f(runc),
-                f(null),
-                r(ratio(rust, runc)),
-                f(over(rust)),
-                f(over(runc)),
-                r(ratio(over(rust), over(runc)))
-            ));
+            let cells = against_null(self.median("rust", i), self.median("runc", i), self.median("null", i), 1);
+            t.push_str(&format!("| {step} | {cells} |\n"));
         }
         if !self.burst.is_empty() {
             let median = |h: &str| self.burst.iter().find(|(n, _)| n == h).and_then(|(_, v)| Summary::of(v)).map(|s| s.median);
-            let (rust, runc, null) = (median("rust"), median("runc"), median("null"));
-            let over = |x: Option<f64>| x.zip(null).map(|(x, n)| x - n);
-            let ratio = |a: Option<f64>, b: Option<f64>| a.zip(b).filter(|(_, b)| *b > 0.0).map(|(a, b)| a / b);
             t.push_str(&format!(
-                "\n{} pods (RunPodSandbox, CreateContainer, StartContainer), {} at a time, median wall s of {} rounds\n\n| ours | runc's shim | null shim | ours / runc | our overhead | runc's overhead | ours / runc's overhead |\n|---|---|---|---|---|---|---|\n| {} | {} | {} | {} | {} | {} | {} |\n",
+                "\n{} pods (RunPodSandbox, CreateContainer, StartContainer), {} at a time, median wall s of {} rounds\n\n| ours | runc's shim | null shim | ours / runc | our overhead | runc's overhead | ours / runc's overhead |\n|---|---|---|---|---|---|---|\n| {} |\n",
                 self.burst_pods,
                 self.burst_concurrency,
                 self.burst.first().map(|(_, v)| v.len()).unwrap_or(0),
-                r(rust),
-                r(runc),
-                r(null),
-                r(ratio(rust, runc)),
-                r(over(rust)),
-                r(over(runc)),
-                r(ratio(over(rust), over(runc)))
+                against_null(median("rust"), median("runc"), median("null"), 2)
             ));
         }
         if !self.density.is_empty() {
@@ -125,6 +103,17 @@ impl CriResults {
         }
         t
     }
+}
+
+/// The cells of one row: the three medians (`digits` decimals), ours over
+/// runc's, each runtime's overhead above the null shim, and ours over
+/// runc's overhead.
+fn against_null(rust: Option<f64>, runc: Option<f64>, null: Option<f64>, digits: usize) -> String {
+    let v = |x: Option<f64>| x.map(|x| format!("{x:.digits$}")).unwrap_or_else(|| "-".into());
+    let r = |x: Option<f64>| x.map(|x| format!("{x:.2}")).unwrap_or_else(|| "-".into());
+    let over = |x: Option<f64>| x.zip(null).map(|(x, n)| x - n);
+    let ratio = |a: Option<f64>, b: Option<f64>| a.zip(b).filter(|(_, b)| *b > 0.0).map(|(a, b)| a / b);
+    [v(rust), v(runc), v(null), r(ratio(rust, runc)), v(over(rust)), v(over(runc)), r(ratio(over(rust), over(runc)))].join(" | ")
 }
 
 fn mem_available_kib() -> f64 {

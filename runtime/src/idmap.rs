@@ -36,11 +36,11 @@ const OPEN_TREE_CLONE: libc::c_uint = 1;
 
 /// `struct mount_attr` of mount_setattr(2).
 #[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
+pub(crate) struct MountAttr {
+    pub attr_set: u64,
+    pub attr_clr: u64,
+    pub propagation: u64,
+    pub userns_fd: u64,
 }
 
 /// containerd's `uidmap=`/`gidmap=` option value: `cid:hid:size`, several

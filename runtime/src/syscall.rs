@@ -107,13 +107,7 @@ impl Syscall for Linux {
     }
 
     fn mount_setattr(&self, target: BorrowedFd<'_>, set: u64, clr: u64) -> Result<(), Errno> {
-        #[repr(C)]
-        struct MountAttr {
-            attr_set: u64,
-            attr_clr: u64,
-            propagation: u64,
-            userns_fd: u64,
-        }
+        use crate::idmap::MountAttr;
         let attr = MountAttr { attr_set: set, attr_clr: clr, propagation: 0, userns_fd: 0 };
         // SAFETY: attr is valid for the call; the empty path names the fd.
         let r = unsafe {
