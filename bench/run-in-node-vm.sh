@@ -21,6 +21,9 @@ done
 FILES=$(mktemp -d /tmp/rsv2-bench-vm.XXXXXX)
 trap 'rm -rf "$FILES"' EXIT
 cp "$REL/containerd-shim-rust-v2" "$REL/rsv2-bench" "$REL/containerd-shim-null-v2" "$FILES/"
+# The plot's text (fonts-dejavu-core on this host; the guest image has none).
+mkdir -p "$FILES/fonts"
+cp /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf /usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf "$FILES/fonts/"
 # Small counts: every step takes ten to twenty times longer under TCG.
 cat > "$FILES/bench-args" <<'ARGS'
 --only start,exec,idle --runs 15 --warmup 1 --idle 10

@@ -246,6 +246,10 @@ t_bench() {
   b=/rsv2/files/rsv2-bench
   [ -x "$b" ] || fail "no bench at $b (bench/run-in-node-vm.sh copies it)"
   mkdir -p "$WORK/it"
+  # The plot's fonts (the image has none): bench/run-in-node-vm.sh brings them.
+  if [ -d /rsv2/files/fonts ]; then
+    mkdir -p /usr/share/fonts/truetype/dejavu && cp /rsv2/files/fonts/*.ttf /usr/share/fonts/truetype/dejavu/
+  fi
   while read -r args; do
     [ -n "$args" ] || continue
     echo "RSV2-BENCH-ARGS $args"
