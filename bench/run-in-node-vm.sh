@@ -39,5 +39,6 @@ grep -q '^RSV2-RESULT bench PASS' "$OUT" || { grep -E 'RSV2-(RESULT|LOG)' "$OUT"
   echo
   echo "Ratios only: absolute times under qemu's TCG mean nothing."
   echo
-  sed -n 's/^RSV2-LOG bench | //p' "$OUT" | grep -E '^(\||RSV2-BENCH-ARGS|CRI pod|[0-9]+ pods|$)' | sed 's/^RSV2-BENCH-ARGS /\n## rsv2-bench /'
+  # The serial console ends lines with \r.
+  tr -d '\r' < "$OUT" | sed -n 's/^RSV2-LOG bench | //p' | grep -E '^(\||RSV2-BENCH-ARGS|CRI pod|[0-9]+ pods|$)' | sed 's/^RSV2-BENCH-ARGS /\n## rsv2-bench /'
 } | tee "$REPO/bench/results/v2-vm.md"
