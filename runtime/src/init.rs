@@ -14,7 +14,7 @@ use std::path::Path;
 use nix::sched::CloneFlags;
 use nix::unistd::{fork, ForkResult};
 
-use oci_spec::runtime::{LinuxSeccomp, Process};
+use oci_spec::runtime::{LinuxIdMapping, LinuxSeccomp, Process};
 
 use crate::channel::{Channel, FromInit, InitConfig, ToInit};
 use crate::console;
@@ -259,7 +259,7 @@ fn idmapped_trees(bundle: &Bundle) -> Result<Vec<Option<OwnedFd>>, InitError> {
     if !mounts.iter().any(|m| maps(m).is_some()) {
         return Ok(Vec::new());
     }
-    let mut namespaces: Vec<(String, OwnedFd)> = Vec::new();
+    let mut namespaces: Vec<((Vec<LinuxIdMapping>, Vec<LinuxIdMapping>), OwnedFd)> = Vec::new();
     let mut trees = Vec::with_capacity(mounts.len());
     for (index, m) in mounts.iter().enumerate() {
         let Some((uids, gids)) = maps(m) else {
@@ -267,11 +267,11 @@ fn idmapped_trees(bundle: &Bundle) -> Result<Vec<Option<OwnedFd>>, InitError> {
             continue;
         };
         let err = |source| InitError::Idmap { index, dest: m.destination().clone(), source };
-        let key = format!("{}|{}", crate::idmap::map_text(&uids), crate::idmap::map_text(&gids));
-        let userns = match namespaces.iter().position(|(k, _)| *k == key) {
+        let userns = match namespaces.iter().position(|((u, g), _)| *u == uids && *g == gids) {
             Some(i) => i,
             None => {
-                namespaces.push((key, crate::idmap::userns_fd(&uids, &gids).map_err(err)?));
+                let fd = crate::idmap::userns_fd(&uids, &gids).map_err(err)?;
+                namespaces.push(((uids, gids), fd));
                 namespaces.len() - 1
             }
         };

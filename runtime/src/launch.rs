@@ -57,10 +57,6 @@ pub struct Created {
     pub console: Option<OwnedFd>,
 }
 
-fn map_text(maps: &[LinuxIdMapping]) -> String {
-    maps.iter().map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size())).collect()
-}
-
 /// Spawns the init stage and drives it until the container's process is
 /// ready to exec. Stage 1 starts inside the cgroup v2 directory
 /// `spec.cgroup_dir` when there is one and the kernel can; otherwise
@@ -125,7 +121,7 @@ pub fn create(
             FromInit::UserNsReady => {
                 for (file, maps) in [("uid_map", &spec.uid_mappings), ("gid_map", &spec.gid_mappings)] {
                     let path = PathBuf::from(format!("/proc/{stage1}/{file}"));
-                    std::fs::write(&path, map_text(maps)).map_err(|source| LaunchError::IdMap { path, source })?;
+                    std::fs::write(&path, crate::idmap::map_text(maps)).map_err(|source| LaunchError::IdMap { path, source })?;
                 }
                 chan.send(&ToInit::MapsWritten)?;
             }
