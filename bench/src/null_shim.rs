@@ -244,14 +244,6 @@ impl Task for Tasks {
     }
 }
 
-/// The same handlers under the v2 and v3 service names (our server.rs).
-fn methods(tasks: Arc<Tasks>) -> rpc::Methods {
-    use containerd_shim_protos::shim::shim_ttrpc::create_task;
-    let v3 = create_task(tasks.clone());
-    let v2 = create_task(tasks).into_iter().map(|(k, v)| (k.replace("containerd.task.v3.Task", "containerd.task.v2.Task"), v));
-    v3.into_iter().chain(v2).collect()
-}
-
 fn serve(flags: &containerd_shim::Flags) -> Result<(), String> {
     use std::os::fd::FromRawFd;
     let address = std::env::var("TTRPC_ADDRESS").map_err(|_| "TTRPC_ADDRESS is not set: `start` starts the server".to_string())?;
@@ -262,7 +254,7 @@ fn serve(flags: &containerd_shim::Flags) -> Result<(), String> {
     // SAFETY: our start.rs hands the bound listener over as this fd.
     let listener = unsafe { std::os::fd::OwnedFd::from_raw_fd(containerd_shim_rust_v2::server::LISTEN_FD) };
     let held = tasks.clone();
-    rpc::serve(listener, methods(tasks), &workers, &quit, &move || held.lock().is_empty(), rpc::IDLE_EXIT).map_err(|e| e.to_string())?;
+    rpc::serve(listener, containerd_shim_rust_v2::server::task_methods(tasks), &workers, &quit, &move || held.lock().is_empty(), rpc::IDLE_EXIT).map_err(|e| e.to_string())?;
     events.close();
     let _ = std::fs::remove_file(flags.socket.strip_prefix("unix://").unwrap_or(&flags.socket));
     Ok(())

@@ -38,8 +38,9 @@ pub enum ServerError {
     NoAddress,
 }
 
-/// The same handlers, registered under the v2 and v3 service names.
-pub fn task_methods(service: Arc<Service>) -> Methods {
+/// The same handlers, registered under the v2 and v3 service names (the
+/// bench's null shim serves its own Task this way too).
+pub fn task_methods(service: Arc<dyn containerd_shim_protos::Task + Send + Sync>) -> Methods {
     let v3 = create_task(service.clone());
     let v2 = create_task(service).into_iter().map(|(k, v)| (k.replace("containerd.task.v3.Task", "containerd.task.v2.Task"), v));
     v3.into_iter().chain(v2).collect()
