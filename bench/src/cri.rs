@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use integration_tests::cri::{CriContainerd, CriOptions};
+use integration_tests::cri::{CriContainerd, CriOptions, Pod};
 
 use crate::stats::Summary;
 
@@ -141,12 +141,9 @@ fn burst(cri: &CriContainerd, handler: &str, n: usize, concurrency: usize, round
                         if i >= n {
                             return Ok(());
                         }
-                        let config = cri.pod_config(&format!("t{round}-{i}-{handler}"));
-                        let id = cri.try_run_pod_with_handler(&config, handler).map_err(|e| format!("{handler}: RunPodSandbox: {}", e.message()))?;
-                        made.lock().unwrap_or_else(|e| e.into_inner()).push(id.clone());
-                        let pod = integration_tests::cri::Pod { id, config };
-                        let c = cri.try_create_container(&pod, &cri.container_config("c", &["sleep", "1000"])).map_err(|e| format!("{handler}: CreateContainer: {}", e.message()))?;
-                        cri.try_start_container(&c).map_err(|e| format!("{handler}: StartContainer: {}", e.message()))?;
+                        let pod = run_pod(cri, handler, cri.pod_config(&format!("t{round}-{i}-{handler}")))?;
+                        made.lock().unwrap_or_else(|e| e.into_inner()).push(pod.id.clone());
+                        start_sleeper(cri, handler, &pod)?;
                     }
                 })
             })
@@ -154,10 +151,7 @@ fn burst(cri: &CriContainerd, handler: &str, n: usize, concurrency: usize, round
         workers.into_iter().filter_map(|w| w.join().unwrap_or_else(|_| Err("a worker panicked".into())).err()).collect()
     });
     let wall = t0.elapsed().as_secs_f64();
-    for id in made.into_inner().unwrap_or_default() {
-        let _ = cri.try_stop_pod(&id);
-        let _ = cri.try_remove_pod(&id);
-    }
+    remove_pods(cri, &made.into_inner().unwrap_or_default());
     match errors.first() {
         Some(e) => Err(e.clone()),
         None => Ok(wall),
@@ -173,12 +167,9 @@ fn density(cri: &CriContainerd, handler: &str, n: usize) -> Result<Density, Stri
     let mut pods = Vec::with_capacity(n);
     let result = (|| {
         for i in 0..n {
-            let config = cri.pod_config(&format!("d{i}-{handler}"));
-            let id = cri.try_run_pod_with_handler(&config, handler).map_err(|e| format!("{handler}: RunPodSandbox: {}", e.message()))?;
-            let pod = integration_tests::cri::Pod { id: id.clone(), config };
-            pods.push(id);
-            let c = cri.try_create_container(&pod, &cri.container_config("c", &["sleep", "1000"])).map_err(|e| format!("{handler}: CreateContainer: {}", e.message()))?;
-            cri.try_start_container(&c).map_err(|e| format!("{handler}: StartContainer: {}", e.message()))?;
+            let pod = run_pod(cri, handler, cri.pod_config(&format!("d{i}-{handler}")))?;
+            pods.push(pod.id.clone());
+            start_sleeper(cri, handler, &pod)?;
         }
         // Past the 2 s after which an idle shim of ours ends its workers.
         settle();
@@ -194,11 +185,29 @@ fn density(cri: &CriContainerd, handler: &str, n: usize) -> Result<Density, Stri
         let per = |v: f64| v / n as f64;
         Ok(Density { shim_pss_kib: per(shims.iter().map(|p| pss_kib(*p)).sum()), pause_pss_kib: per(pause), mem_available_kib: per(before - after), shims: shims.len() })
     })();
-    for id in &pods {
+    remove_pods(cri, &pods);
+    result
+}
+
+/// RunPodSandbox under `handler`.
+fn run_pod(cri: &CriContainerd, handler: &str, config: integration_tests::cri::PodSandboxConfig) -> Result<Pod, String> {
+    let id = cri.try_run_pod_with_handler(&config, handler).map_err(|e| format!("{handler}: RunPodSandbox: {}", e.message()))?;
+    Ok(Pod { id, config })
+}
+
+/// CreateContainer and StartContainer of a busybox `sleep` in `pod`: its id.
+fn start_sleeper(cri: &CriContainerd, handler: &str, pod: &Pod) -> Result<String, String> {
+    let id = cri.try_create_container(pod, &cri.container_config("c", &["sleep", "1000"])).map_err(|e| format!("{handler}: CreateContainer: {}", e.message()))?;
+    cri.try_start_container(&id).map_err(|e| format!("{handler}: StartContainer: {}", e.message()))?;
+    Ok(id)
+}
+
+/// Teardown after a measurement, whatever failed.
+fn remove_pods(cri: &CriContainerd, ids: &[String]) {
+    for id in ids {
         let _ = cri.try_stop_pod(id);
         let _ = cri.try_remove_pod(id);
     }
-    result
 }
 
 /// The null shim next to this binary (cargo builds both).
@@ -216,20 +225,17 @@ fn null_shim() -> Result<PathBuf, String> {
 fn one_pod(cri: &CriContainerd, handler: &str, name: &str) -> Result<[f64; 5], String> {
     let config = cri.pod_config(name);
     let t0 = Instant::now();
-    let pod_id = cri.try_run_pod_with_handler(&config, handler).map_err(|e| format!("{handler}: RunPodSandbox: {}", e.message()))?;
+    let pod = run_pod(cri, handler, config)?;
     let t1 = Instant::now();
-    let pod = integration_tests::cri::Pod { id: pod_id.clone(), config: config.clone() };
-    let container = cri.container_config("c", &["sleep", "1000"]);
-    let id = cri.try_create_container(&pod, &container).map_err(|e| format!("{handler}: CreateContainer: {}", e.message()))?;
-    cri.try_start_container(&id).map_err(|e| format!("{handler}: StartContainer: {}", e.message()))?;
+    let id = start_sleeper(cri, handler, &pod)?;
     let t2 = Instant::now();
     let out = cri.try_exec_sync(&id, &["true"], 30).map_err(|e| format!("{handler}: ExecSync: {}", e.message()))?;
     if out.exit_code != 0 {
         return Err(format!("{handler}: ExecSync true exited {}", out.exit_code));
     }
     let t3 = Instant::now();
-    cri.try_stop_pod(&pod_id).map_err(|e| format!("{handler}: StopPodSandbox: {}", e.message()))?;
-    cri.try_remove_pod(&pod_id).map_err(|e| format!("{handler}: RemovePodSandbox: {}", e.message()))?;
+    cri.try_stop_pod(&pod.id).map_err(|e| format!("{handler}: StopPodSandbox: {}", e.message()))?;
+    cri.try_remove_pod(&pod.id).map_err(|e| format!("{handler}: RemovePodSandbox: {}", e.message()))?;
     let t4 = Instant::now();
     let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
     Ok([ms(t0, t1), ms(t1, t2), ms(t2, t3), ms(t3, t4), ms(t0, t4)])
