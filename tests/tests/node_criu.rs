@@ -67,6 +67,15 @@ struct Observation {
     exit_137: bool,
 }
 
+/// SIGKILLs task `id` and deletes it: whether its exit was reported as 137
+/// (ctr prints the exit status on delete).
+fn kill_reports_137(ctd: &PrivateContainerd, id: &str) -> bool {
+    ctd.ctr_ok(&["task", "kill", "-s", "SIGKILL", id]);
+    ctd.wait_for_status(id, "STOPPED", Duration::from_secs(30));
+    let out = ctd.ctr(&["task", "delete", id]);
+    String::from_utf8_lossy(&out.stderr).contains("exit code 137")
+}
+
 fn cgroup_of(pid: u32) -> PathBuf {
     let line = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
     let rel = line.lines().find_map(|l| l.strip_prefix("0::")).unwrap_or("").to_string();
@@ -116,11 +125,7 @@ fn scenario(ctd: &PrivateContainerd, runtime: &str, name: &str, exit: bool, limi
     let read = |f: &str| std::fs::read_to_string(cgroup.join(f)).unwrap_or_default().trim().to_string();
     let limits = limits.then(|| (read("memory.max"), read("pids.max")));
 
-    ctd.ctr_ok(&["task", "kill", "-s", "SIGKILL", &id]);
-    ctd.wait_for_status(&id, "STOPPED", Duration::from_secs(30));
-    let out = ctd.ctr(&["task", "delete", &id]);
-    // ctr reports the exit status on delete.
-    let exit_137 = String::from_utf8_lossy(&out.stderr).contains("exit code 137");
+    let exit_137 = kill_reports_137(ctd, &id);
     ctd.remove(&id);
     let _ = std::fs::remove_file(&log);
     ctd.assert_no_leftovers(&id);
@@ -304,10 +309,7 @@ fn terminal_scenario(ctd: &PrivateContainerd, runtime: &str, name: &str) -> Term
     let resized = ctd.resize_pty(&id, "", 100, 30).is_ok();
     let output = std::fs::read_to_string(&log).unwrap_or_default();
     let output_after_restore = output.lines().filter_map(|l| l.trim().parse::<u64>().ok()).any(|n| n > before);
-    ctd.ctr_ok(&["task", "kill", "-s", "SIGKILL", &id]);
-    ctd.wait_for_status(&id, "STOPPED", Duration::from_secs(30));
-    let out = ctd.ctr(&["task", "delete", &id]);
-    let exit_137 = String::from_utf8_lossy(&out.stderr).contains("exit code 137");
+    let exit_137 = kill_reports_137(ctd, &id);
     ctd.remove(&id);
     for c in [&mut first_cat, &mut cat] {
         let _ = c.kill();
