@@ -305,7 +305,14 @@ fn terminal_scenario(ctd: &PrivateContainerd, runtime: &str, name: &str) -> Term
     let pid = ctd.create_and_start_task(&id, Some(&images), &fifo.display().to_string(), true).unwrap_or_else(|e| panic!("{runtime}: restore with a terminal: {e}\n{}", ctd.log_tail(40)));
     let resumed = wait_count(pid, 1, Duration::from_secs(30));
     let later = wait_count(pid, resumed + 5, Duration::from_secs(30));
-    let has_terminal = std::fs::read_to_string(format!("/proc/{pid}/root/dev/shm/tty")).unwrap_or_default().trim() == "yes";
+    // The loop rewrites the file (truncate, then write) ten times a second:
+    // the first reading that is not empty is the answer.
+    let mut seen = String::new();
+    integration_tests::wait_until(Duration::from_secs(10), || {
+        seen = std::fs::read_to_string(format!("/proc/{pid}/root/dev/shm/tty")).unwrap_or_default().trim().to_string();
+        !seen.is_empty()
+    });
+    let has_terminal = seen == "yes";
     let resized = ctd.resize_pty(&id, "", 100, 30).is_ok();
     let output = std::fs::read_to_string(&log).unwrap_or_default();
     let output_after_restore = output.lines().filter_map(|l| l.trim().parse::<u64>().ok()).any(|n| n > before);
