@@ -14,11 +14,15 @@ use crate::run::{timed, Ctr, Timed, CTR_TIMEOUT};
 use crate::stats::Summary;
 use crate::{plot, report, Config, Phase, Plan, Runtime};
 
-/// A value per runtime.
+/// A value per runtime. The null shim's is measured for the latency
+/// phases only (the floor), and missing from results written before it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(bound(deserialize = "T: Deserialize<'de> + Default"))]
 pub struct PerRuntime<T> {
     pub rust: T,
     pub runc: T,
+    #[serde(default)]
+    pub null: T,
 }
 
 impl<T> PerRuntime<T> {
@@ -26,6 +30,7 @@ impl<T> PerRuntime<T> {
         match rt {
             Runtime::Rust => &self.rust,
             Runtime::Runc => &self.runc,
+            Runtime::Null => &self.null,
         }
     }
 
@@ -33,6 +38,7 @@ impl<T> PerRuntime<T> {
         match rt {
             Runtime::Rust => &mut self.rust,
             Runtime::Runc => &mut self.runc,
+            Runtime::Null => &mut self.null,
         }
     }
 }
@@ -235,7 +241,8 @@ fn write_outputs(out: &Path, results: &Results, markdown: &str) -> Result<(), St
 /// alternating run by run, which goes first alternating too (rust, runc,
 /// runc, rust, …): each runtime follows itself as often as the other, so
 /// neither always runs in the other's wake (its exited shim's teardown,
-/// containerd's garbage collection).
+/// containerd's garbage collection). The null shim's run (its `true`
+/// exits as it starts) rotates through the rounds as the floor (#19).
 fn start_latency(ctr: &Ctr, cfg: &Config, ids: &mut Ids) -> Result<PerRuntime<Latency>, String> {
     eprintln!(
         "== start latency: {} runs per runtime after {} warm-up",
@@ -244,7 +251,7 @@ fn start_latency(ctr: &Ctr, cfg: &Config, ids: &mut Ids) -> Result<PerRuntime<La
     let mut lat = PerRuntime::<Latency>::default();
     for i in 0..cfg.warmup + cfg.runs {
         let mut line = Vec::new();
-        for rt in Runtime::order(i) {
+        for rt in Runtime::order_with_null(i) {
             let id = ids.next()?;
             let t = timed(
                 ctr.run_command("--rm", rt, &id, &["/bin/true"]),
@@ -266,7 +273,8 @@ fn start_latency(ctr: &Ctr, cfg: &Config, ids: &mut Ids) -> Result<PerRuntime<La
 }
 
 /// Issue #7's exec latency: `ctr task exec` of /bin/true into one running
-/// container per runtime, alternating as [`start_latency`] does.
+/// container per runtime, alternating as [`start_latency`] does, the null
+/// shim's too.
 fn exec_latency(ctr: &Ctr, cfg: &Config, ids: &mut Ids) -> Result<PerRuntime<Latency>, String> {
     eprintln!(
         "== exec latency: {} runs per runtime after {} warm-up",
@@ -275,21 +283,23 @@ fn exec_latency(ctr: &Ctr, cfg: &Config, ids: &mut Ids) -> Result<PerRuntime<Lat
     let targets = PerRuntime {
         rust: ids.next()?,
         runc: ids.next()?,
+        null: ids.next()?,
     };
+    const ALL: [Runtime; 3] = [Runtime::Rust, Runtime::Runc, Runtime::Null];
     let measure = || -> Result<PerRuntime<Latency>, String> {
-        for rt in Runtime::BOTH {
+        for rt in ALL {
             start_detached(ctr, rt, targets.get(rt))?;
         }
         let mut lat = PerRuntime::<Latency>::default();
         let mut cpu_before = PerRuntime::<Option<(u32, f64)>>::default();
         for i in 0..cfg.warmup + cfg.runs {
             if i == cfg.warmup {
-                for rt in Runtime::BOTH {
+                for rt in ALL {
                     *cpu_before.get_mut(rt) = shim_cpu(ctr, rt, targets.get(rt));
                 }
             }
             let mut line = Vec::new();
-            for rt in Runtime::order(i) {
+            for rt in Runtime::order_with_null(i) {
                 let id = targets.get(rt);
                 let exec_id = format!("e{i}");
                 let t = timed(ctr.exec_command(id, &exec_id, &["/bin/true"]), CTR_TIMEOUT)?;
@@ -304,7 +314,7 @@ fn exec_latency(ctr: &Ctr, cfg: &Config, ids: &mut Ids) -> Result<PerRuntime<Lat
             let tag = if i < cfg.warmup { "warm-up" } else { "run" };
             eprintln!("   {tag} {:>2}: {}", i + 1, line.join("  "));
         }
-        for rt in Runtime::BOTH {
+        for rt in ALL {
             let after = shim_cpu(ctr, rt, targets.get(rt));
             lat.get_mut(rt).shim_cpu_ms = match (*cpu_before.get(rt), after) {
                 // The same shim process before and after.
@@ -315,7 +325,7 @@ fn exec_latency(ctr: &Ctr, cfg: &Config, ids: &mut Ids) -> Result<PerRuntime<Lat
         Ok(lat)
     };
     let result = measure();
-    let cleanup = remove_all(ctr, &[targets.rust.clone(), targets.runc.clone()]);
+    let cleanup = remove_all(ctr, &[targets.rust.clone(), targets.runc.clone(), targets.null.clone()]);
     let lat = result?;
     cleanup?;
     Ok(lat)
@@ -458,8 +468,6 @@ fn throughput(ctr: &Ctr, cfg: &Config, ids: &mut Ids) -> Result<PerRuntime<Throu
     Ok(out)
 }
 
-/// `ctr run -d ... ID sleep 1000`; on failure the container record ctr
-/// leaves behind is removed.
 /// The pid and CPU time (ms, reaped children included) of the shim server
 /// of container `id`.
 fn shim_cpu(ctr: &Ctr, rt: Runtime, id: &str) -> Option<(u32, f64)> {
@@ -469,6 +477,8 @@ fn shim_cpu(ctr: &Ctr, rt: Runtime, id: &str) -> Option<(u32, f64)> {
     Some((server.pid, memory::cpu_ms(server.pid)?))
 }
 
+/// `ctr run -d ... ID sleep 1000`; on failure the container record ctr
+/// leaves behind is removed.
 fn start_detached(ctr: &Ctr, rt: Runtime, id: &str) -> Result<(), String> {
     let t = timed(
         ctr.run_command("-d", rt, id, &["/bin/sleep", "1000"]),

@@ -108,7 +108,7 @@ impl CriResults {
 /// The cells of one row: the three medians (`digits` decimals), ours over
 /// runc's, each runtime's overhead above the null shim, and ours over
 /// runc's overhead.
-fn against_null(rust: Option<f64>, runc: Option<f64>, null: Option<f64>, digits: usize) -> String {
+pub fn against_null(rust: Option<f64>, runc: Option<f64>, null: Option<f64>, digits: usize) -> String {
     let v = |x: Option<f64>| x.map(|x| format!("{x:.digits$}")).unwrap_or_else(|| "-".into());
     let r = |x: Option<f64>| x.map(|x| format!("{x:.2}")).unwrap_or_else(|| "-".into());
     let over = |x: Option<f64>| x.zip(null).map(|(x, n)| x - n);
@@ -211,7 +211,7 @@ fn remove_pods(cri: &CriContainerd, ids: &[String]) {
 }
 
 /// The null shim next to this binary (cargo builds both).
-fn null_shim() -> Result<PathBuf, String> {
+pub fn null_shim() -> Result<PathBuf, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let p = exe.with_file_name("containerd-shim-null-v2");
     if p.is_file() {

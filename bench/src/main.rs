@@ -39,12 +39,18 @@ use integration_tests::{PrivateContainerd, RUNC_RUNTIME, RUST_RUNTIME};
 /// Set by the supervisor for the worker: the path of the plan (JSON).
 const PLAN_ENV: &str = "RSV2_BENCH_PLAN";
 
-/// The two runtimes compared.
+/// The two runtimes compared, and the null shim (bench/src/null_shim.rs)
+/// whose start and exec latencies are the floor (issue #19).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Runtime {
     Rust,
     Runc,
+    Null,
 }
+
+/// The null shim's runtime type; its binary is linked into the private
+/// containerd's PATH beside ours.
+pub const NULL_RUNTIME: &str = "io.containerd.null.v2";
 
 impl Runtime {
     pub const BOTH: [Runtime; 2] = [Runtime::Rust, Runtime::Runc];
@@ -54,6 +60,7 @@ impl Runtime {
         match self {
             Runtime::Rust => RUST_RUNTIME,
             Runtime::Runc => RUNC_RUNTIME,
+            Runtime::Null => NULL_RUNTIME,
         }
     }
 
@@ -62,6 +69,7 @@ impl Runtime {
         match self {
             Runtime::Rust => "containerd-shim-rust-v2",
             Runtime::Runc => "containerd-shim-runc-v2",
+            Runtime::Null => "containerd-shim-null-v2",
         }
     }
 
@@ -70,6 +78,7 @@ impl Runtime {
         match self {
             Runtime::Rust => "rust",
             Runtime::Runc => "runc",
+            Runtime::Null => "null",
         }
     }
 
@@ -79,6 +88,19 @@ impl Runtime {
             [Runtime::Rust, Runtime::Runc]
         } else {
             [Runtime::Runc, Runtime::Rust]
+        }
+    }
+
+    /// The three in the order of round `i` for the latency phases: the
+    /// pair as [`Runtime::order`] has it, with the null shim rotating
+    /// through first, middle and last, so that no runtime always follows
+    /// the same one.
+    pub fn order_with_null(i: usize) -> [Runtime; 3] {
+        let [a, b] = Runtime::order(i);
+        match (i / 2) % 3 {
+            0 => [Runtime::Null, a, b],
+            1 => [a, Runtime::Null, b],
+            _ => [a, b, Runtime::Null],
         }
     }
 }
@@ -211,10 +233,10 @@ impl Config {
     fn ids_needed(&self) -> usize {
         let mut n = 0;
         if self.has(Phase::Start) {
-            n += 2 * (self.warmup + self.runs);
+            n += 3 * (self.warmup + self.runs);
         }
         if self.has(Phase::Exec) {
-            n += 2;
+            n += 3;
         }
         if self.has(Phase::Idle) {
             n += 2 * self.idle;
@@ -396,6 +418,16 @@ fn supervise(mut config: Config) -> ExitCode {
     std::env::remove_var("IT_RUNTIME");
     eprintln!("rsv2-bench: starting a private containerd");
     let mut ctd = PrivateContainerd::start();
+    // The null shim (built beside this binary) in containerd's PATH: the
+    // start and exec rows' floor.
+    let linked = cri::null_shim().and_then(|null| {
+        std::os::unix::fs::symlink(&null, ctd.dir().join("bin").join(Runtime::Null.shim_binary_name()))
+            .map_err(|e| format!("link the null shim: {e}"))
+    });
+    if let Err(e) = linked {
+        eprintln!("rsv2-bench: {e}");
+        return ExitCode::FAILURE;
+    }
     if config.debug {
         // The harness writes no [debug] table; add one and restart on it.
         let path = ctd.dir().join("config.toml");
@@ -522,9 +554,9 @@ mod tests {
         assert_eq!((c.runs, c.idle, c.warmup), (5, 3, 2));
         assert_eq!(c.phases, vec![Phase::Start, Phase::Idle]);
         assert_eq!(c.out, PathBuf::from("/tmp/r"));
-        assert_eq!(c.ids_needed(), 2 * (2 + 5) + 2 * 3);
+        assert_eq!(c.ids_needed(), 3 * (2 + 5) + 2 * 3);
         let d = Config::parse(&[]).unwrap();
-        assert_eq!(d.ids_needed(), 2 * (2 + 100) + 2 + 2 * 20 + 2 * 3 * 100);
+        assert_eq!(d.ids_needed(), 3 * (2 + 100) + 3 + 2 * 20 + 2 * 3 * 100);
         assert!(Config::parse(&args("--runs")).is_err());
         assert!(Config::parse(&args("--runs 0")).is_err());
         assert!(Config::parse(&args("--only bogus")).is_err());
@@ -534,5 +566,13 @@ mod tests {
     fn alternates_order() {
         assert_eq!(Runtime::order(0), [Runtime::Rust, Runtime::Runc]);
         assert_eq!(Runtime::order(1), [Runtime::Runc, Runtime::Rust]);
+        // Over six rounds the null shim is first, middle and last twice,
+        // and each of the pair goes first three times.
+        let rounds: Vec<[Runtime; 3]> = (0..6).map(Runtime::order_with_null).collect();
+        for pos in 0..3 {
+            assert_eq!(rounds.iter().filter(|r| r[pos] == Runtime::Null).count(), 2);
+        }
+        let rust_before_runc = |r: &[Runtime; 3]| r.iter().position(|x| *x == Runtime::Rust) < r.iter().position(|x| *x == Runtime::Runc);
+        assert_eq!(rounds.iter().filter(|r| rust_before_runc(r)).count(), 3);
     }
 }

@@ -102,7 +102,8 @@ pub fn is_shim_server(
         return false;
     }
     match runtime {
-        Runtime::Rust => p.cmdline.last().is_some_and(|a| a == "serve"),
+        // Ours and the null shim (our start) re-execute as `serve`.
+        Runtime::Rust | Runtime::Null => p.cmdline.last().is_some_and(|a| a == "serve"),
         Runtime::Runc => true,
     }
 }

@@ -5,7 +5,8 @@
 //! expects (TaskCreate, TaskStart, TaskExecAdded, TaskExecStarted,
 //! TaskExit, TaskDelete), but runs no container: a task's pid is the
 //! shim's own, it "exits" when killed (128 + the signal), and an exec
-//! exits 0 at once. It opens the write side of each stdout and stderr FIFO
+//! exits 0 at once, as does a container whose program is `true` (the
+//! bench's `ctr run --rm ... /bin/true`). It opens the write side of each stdout and stderr FIFO
 //! and closes it at the exit, so containerd's copies end as with a real
 //! shim. Like ours and runc's, it serves every container of a pod from one
 //! process (grouped by the CRI's sandbox id).
@@ -49,6 +50,8 @@ struct Process {
 #[derive(Default)]
 struct Container {
     bundle: String,
+    /// The spec's program is `true`: the init exits 0 as it starts.
+    exits_at_start: bool,
     init: Process,
     execs: HashMap<String, Process>,
 }
@@ -75,6 +78,15 @@ fn hold(path: &str) -> Option<File> {
         return None;
     }
     std::fs::OpenOptions::new().write(true).open(path).ok()
+}
+
+/// Whether the bundle's program is `true` (any path), which the null shim
+/// "runs" by exiting 0 at once. An unreadable spec runs until killed.
+fn runs_true(bundle: &str) -> bool {
+    let spec = std::fs::read(std::path::Path::new(bundle).join("config.json")).ok();
+    let spec: Option<serde_json::Value> = spec.and_then(|b| serde_json::from_slice(&b).ok());
+    let program = spec.as_ref().and_then(|s| s.pointer("/process/args/0")).and_then(|a| a.as_str());
+    program.is_some_and(|p| p.rsplit('/').next() == Some("true"))
 }
 
 impl Tasks {
@@ -117,7 +129,8 @@ impl Tasks {
 impl Task for Tasks {
     fn create(&self, _ctx: &TtrpcContext, req: CreateTaskRequest) -> ttrpc::Result<CreateTaskResponse> {
         let init = Process { status: Status::CREATED, stdin: req.stdin.clone(), stdout: req.stdout.clone(), stderr: req.stderr.clone(), terminal: req.terminal, ..Default::default() };
-        self.lock().insert(req.id.clone(), Container { bundle: req.bundle.clone(), init, execs: HashMap::new() });
+        let exits_at_start = runs_true(&req.bundle);
+        self.lock().insert(req.id.clone(), Container { bundle: req.bundle.clone(), exits_at_start, init, execs: HashMap::new() });
         let ev = TaskCreate {
             container_id: req.id.clone(),
             bundle: req.bundle.clone(),
@@ -132,15 +145,20 @@ impl Task for Tasks {
     }
 
     fn start(&self, _ctx: &TtrpcContext, req: StartRequest) -> ttrpc::Result<StartResponse> {
-        {
+        let exits_at_start = {
             let mut containers = self.lock();
+            let exits = req.exec_id.is_empty() && containers.get(&req.id).is_some_and(|c| c.exits_at_start);
             let p = Tasks::process(&mut containers, &req.id, &req.exec_id)?;
             let (out, err) = (p.stdout.clone(), p.stderr.clone());
             p.held = [hold(&out), hold(&err)].into_iter().flatten().collect();
             p.status = Status::RUNNING;
-        }
+            exits
+        };
         if req.exec_id.is_empty() {
             self.publish(TaskStart { container_id: req.id.clone(), pid: pid(), ..Default::default() });
+            if exits_at_start {
+                self.exit(&req.id, "", 0)?;
+            }
         } else {
             self.publish(TaskExecStarted { container_id: req.id.clone(), exec_id: req.exec_id.clone(), pid: pid(), ..Default::default() });
             self.exit(&req.id, &req.exec_id, 0)?;

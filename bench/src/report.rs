@@ -232,7 +232,8 @@ pub fn markdown(r: &Results) -> String {
     if r.start.is_some() || r.exec.is_some() {
         how.push(format!(
             "Latency: {} measured runs per runtime after {} warm-up runs, alternating rust, runc, \
-             runc, rust, …; median (min–max); the latency ratios carry a 95% bootstrap interval \
+             runc, rust, … (the null shim's runs, where measured, rotating through first, middle \
+             and last); median (min–max); the latency ratios carry a 95% bootstrap interval \
              in parentheses.",
             c.runs, c.warmup
         ));
@@ -263,6 +264,8 @@ pub fn markdown(r: &Results) -> String {
         let _ = writeln!(md, "| {} |", cols.join(" | "));
     }
 
+    md.push_str(&floor_table(r));
+
     let mut failures = Vec::new();
     let mut add = |what: &str, rt: Runtime, list: &[String]| {
         for f in list.iter().take(5) {
@@ -276,12 +279,15 @@ pub fn markdown(r: &Results) -> String {
             ));
         }
     };
-    for rt in Runtime::BOTH {
+    for rt in [Runtime::Rust, Runtime::Runc, Runtime::Null] {
         if let Some(p) = &r.start {
             add("start", rt, &p.get(rt).failures);
         }
         if let Some(p) = &r.exec {
             add("exec", rt, &p.get(rt).failures);
+        }
+        if rt == Runtime::Null {
+            continue;
         }
         if let Some(p) = &r.throughput {
             add("throughput", rt, &p.get(rt).failures);
@@ -289,6 +295,32 @@ pub fn markdown(r: &Results) -> String {
     }
     if !failures.is_empty() {
         let _ = writeln!(md, "\nFailed runs:\n\n{}", failures.join("\n"));
+    }
+    md
+}
+
+/// Issue #19's goal for start and exec: our overhead above the null shim
+/// (its median), against runc's. Empty where no null run was measured
+/// (results written before the null shim).
+fn floor_table(r: &Results) -> String {
+    let rows: Vec<(&str, &PerRuntime<Latency>)> = [("Start", r.start.as_ref()), ("Exec", r.exec.as_ref())]
+        .into_iter()
+        .filter_map(|(name, p)| p.filter(|p| p.null.summary.is_some()).map(|p| (name, p)))
+        .collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut md = String::from(
+        "\nAgainst the floor (issue #19): the null shim (`containerd-shim-null-v2`) runs no container, \
+         so its latency is what ctr and containerd cost; each runtime's overhead is its median above \
+         the null shim's (ms).\n\n\
+         | | ours | runc's shim | null shim | ours / runc | our overhead | runc's overhead | ours / runc's overhead |\n\
+         |---|---|---|---|---|---|---|---|\n",
+    );
+    for (name, p) in rows {
+        let m = |l: &Latency| l.summary.map(|s| s.median);
+        let cells = crate::cri::against_null(m(&p.rust), m(&p.runc), m(&p.null), 1);
+        let _ = writeln!(md, "| {name} | {cells} |");
     }
     md
 }
@@ -340,14 +372,17 @@ mod tests {
             start: Some(PerRuntime {
                 rust: latency(&[10.0, 20.0, 30.0]),
                 runc: latency(&[100.0, 100.0]),
+                null: latency(&[5.0]),
             }),
             exec: Some(PerRuntime {
                 rust: latency(&[80.0]),
                 runc: latency(&[100.0]),
+                null: Latency::default(),
             }),
             idle: Some(PerRuntime {
                 rust: idle(usage(256, 3)),
                 runc: idle(usage(4096, 10)),
+                null: Idle::default(),
             }),
             throughput: None,
         };
@@ -381,5 +416,9 @@ mod tests {
             "no throughput rows without results\n{md}"
         );
         assert!(!md.contains("Failed runs"));
+        // Start has a null run: ours 20 and runc 100 over a floor of 5 are
+        // overheads of 15 and 95. Exec has none, so no floor row.
+        assert_eq!(row("| Start |"), "| Start | 20.0 | 100.0 | 5.0 | 0.20 | 15.0 | 95.0 | 0.16 |");
+        assert!(!md.contains("| Exec |"), "{md}");
     }
 }
