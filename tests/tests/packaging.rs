@@ -5,7 +5,10 @@
 //! installs the binary and the conf.d drop-in without touching
 //! /etc/containerd/config.toml; containerd merges the drop-in when a config
 //! imports it; a private containerd runs a container with the packaged
-//! binary; `dpkg -P` leaves the machine as it was.
+//! binary; `dpkg -r` removes the binary and moves the drop-in out of
+//! conf.d/*.toml, so that containerd's merged config is what it was before
+//! `dpkg -i`; `dpkg -i` again brings the drop-in back; `dpkg -P` leaves the
+//! machine as it was.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,14 +19,25 @@ const PACKAGE: &str = "containerd-shim-rust-v2";
 const BIN: &str = "/usr/bin/containerd-shim-rust-v2";
 const DROP_IN: &str = "/etc/containerd/conf.d/containerd-shim-rust-v2.toml";
 const CONFIG: &str = "/etc/containerd/config.toml";
+/// Where `dpkg -r` keeps the drop-in (and an operator's edits of it) until
+/// a reinstall or `dpkg -P`: outside the `*.toml` glob config.toml imports.
+const DROP_IN_REMOVED: &str = "/etc/containerd/conf.d/containerd-shim-rust-v2.toml.dpkg-removed";
+const IMPORTS: &str = "/etc/containerd/conf.d/*.toml";
 
 fn run(cmd: &mut Command) -> (bool, String) {
     let out = cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
     (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }
 
+/// The package's dpkg status: "install ok installed", "deinstall ok
+/// config-files" after `dpkg -r`, or None when dpkg does not know it.
+fn status() -> Option<String> {
+    let (ok, out) = run(Command::new("dpkg-query").args(["-W", "-f=${Status}", PACKAGE]));
+    (ok && !out.contains("not-installed")).then_some(out)
+}
+
 fn installed() -> bool {
-    run(Command::new("dpkg-query").args(["-W", "-f=${Status}", PACKAGE])).1.contains("ok installed")
+    status().is_some_and(|s| s.contains("ok installed"))
 }
 
 /// What the package may touch, before and after.
@@ -33,17 +47,47 @@ struct Host {
     conf_d: bool,
     bin: bool,
     drop_in: bool,
+    drop_in_removed: bool,
+    /// conf.d's `*.toml` files that mention our runtime, as containerd's
+    /// imports glob sees them.
+    imported: Vec<PathBuf>,
 }
 
 fn host() -> Host {
-    Host { config: std::fs::read(CONFIG).ok(), conf_d: Path::new("/etc/containerd/conf.d").exists(), bin: Path::new(BIN).exists(), drop_in: Path::new(DROP_IN).exists() }
+    let imported = std::fs::read_dir("/etc/containerd/conf.d")
+        .map(|d| d.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "toml") && std::fs::read_to_string(p).is_ok_and(|t| t.contains("io.containerd.rust.v2"))).collect())
+        .unwrap_or_default();
+    Host {
+        config: std::fs::read(CONFIG).ok(),
+        conf_d: Path::new("/etc/containerd/conf.d").exists(),
+        bin: Path::new(BIN).exists(),
+        drop_in: Path::new(DROP_IN).exists(),
+        drop_in_removed: Path::new(DROP_IN_REMOVED).exists(),
+        imported,
+    }
 }
 
-/// Purges the package even when an assertion failed half-way.
+/// `containerd config dump` of a config that imports conf.d/*.toml: what
+/// a containerd whose config.toml has the imports line would run with.
+fn merged_config(cfg: &Path) -> String {
+    let (ok, dump) = run(Command::new("containerd").arg("--config").arg(cfg).args(["config", "dump"]));
+    assert!(ok, "containerd config dump: {dump}");
+    dump
+}
+
+/// Whether a merged config has the CRI runtime "rust" of type
+/// io.containerd.rust.v2.
+fn registers_rust(dump: &str) -> bool {
+    let section = dump.split("[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.rust]").nth(1).unwrap_or_default();
+    section.contains("runtime_type = \"io.containerd.rust.v2\"")
+}
+
+/// Purges the package even when an assertion failed half-way, also from
+/// the config-files state `dpkg -r` leaves.
 struct Purge;
 impl Drop for Purge {
     fn drop(&mut self) {
-        if installed() {
+        if status().is_some() {
             let _ = Command::new("dpkg").args(["-P", PACKAGE]).status();
         }
     }
@@ -52,9 +96,16 @@ impl Drop for Purge {
 #[test]
 fn release_tarball_and_deb_install_run_and_purge() {
     require_root();
-    assert!(!installed(), "{PACKAGE} is installed on this machine already: the test would change it");
+    assert!(status().is_none(), "{PACKAGE} is known to dpkg on this machine already ({:?}): the test would change it", status());
     let before = host();
-    assert!(!before.bin && !before.drop_in, "{BIN} or {DROP_IN} exists without the package: {before:?}");
+    assert!(!before.bin && !before.drop_in && !before.drop_in_removed && before.imported.is_empty(), "{BIN} or the drop-in exists without the package: {before:?}");
+    // A config that imports conf.d, as the postinst tells the operator to
+    // write, and what containerd makes of it before the package is there.
+    let cfg_dir = tempdir("config");
+    let cfg = cfg_dir.join("config.toml");
+    std::fs::write(&cfg, format!("version = 2\nimports = [\"{IMPORTS}\"]\nroot = \"{0}/root\"\nstate = \"{0}/state\"\n", cfg_dir.display())).expect("write config");
+    let merged_before = merged_config(&cfg);
+    assert!(!registers_rust(&merged_before), "containerd registers \"rust\" before the package is installed:\n{merged_before}");
 
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let out = tempdir("dist");
@@ -94,14 +145,11 @@ fn release_tarball_and_deb_install_run_and_purge() {
     assert!(during.bin && during.drop_in, "after dpkg -i: {during:?}");
     assert_eq!(during.config, before.config, "dpkg -i changed {CONFIG}");
 
+    assert_eq!(during.imported, vec![PathBuf::from(DROP_IN)], "conf.d/*.toml after dpkg -i");
+
     // containerd merges the drop-in into a config that imports conf.d.
-    let cfg_dir = tempdir("config");
-    let cfg = cfg_dir.join("config.toml");
-    std::fs::write(&cfg, format!("version = 2\nimports = [\"/etc/containerd/conf.d/*.toml\"]\nroot = \"{0}/root\"\nstate = \"{0}/state\"\n", cfg_dir.display())).expect("write config");
-    let (ok, dump) = run(Command::new("containerd").arg("--config").arg(&cfg).args(["config", "dump"]));
-    assert!(ok, "containerd config dump: {dump}");
-    let section = dump.split("[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.rust]").nth(1).unwrap_or_default();
-    assert!(section.contains("runtime_type = \"io.containerd.rust.v2\""), "the merged config has no runtime \"rust\" of type io.containerd.rust.v2:\n{dump}");
+    let dump = merged_config(&cfg);
+    assert!(registers_rust(&dump), "the merged config has no runtime \"rust\" of type io.containerd.rust.v2:\n{dump}");
 
     // A private containerd runs a container with the packaged binary.
     std::env::set_var("SHIM_BIN", BIN);
@@ -112,8 +160,28 @@ fn release_tarball_and_deb_install_run_and_purge() {
     ctd.assert_no_leftovers(&id);
     ctd.finish();
 
+    // dpkg -r: the binary goes, the drop-in (a conffile, kept until purge)
+    // leaves the glob, and containerd's merged config is what it was.
+    let (ok, log) = run(Command::new("dpkg").args(["-r", PACKAGE]));
+    assert!(ok, "dpkg -r: {log}");
+    assert!(status().is_some_and(|s| s.contains("config-files")), "after dpkg -r: status {:?}", status());
+    let removed = host();
+    assert!(!removed.bin && !removed.drop_in && removed.drop_in_removed && removed.imported.is_empty(), "after dpkg -r: {removed:?}");
+    assert_eq!(removed.config, before.config, "dpkg -r changed {CONFIG}");
+    let dump = merged_config(&cfg);
+    assert_eq!(dump, merged_before, "after dpkg -r containerd's merged config is not what it was before dpkg -i");
+
+    // dpkg -i from the config-files state: the drop-in is back in the glob.
+    let (ok, log) = run(Command::new("dpkg").arg("-i").arg(out.join(&deb)));
+    assert!(ok, "dpkg -i {deb} again: {log}");
+    let again = host();
+    assert!(installed() && again.bin && again.drop_in && !again.drop_in_removed && again.imported == vec![PathBuf::from(DROP_IN)], "after dpkg -i again: {again:?}");
+    assert_eq!(std::fs::read(DROP_IN).ok(), std::fs::read(root.join("packaging/conf.d-containerd-shim-rust-v2.toml")).ok(), "the drop-in that came back is not the packaged one");
+    assert!(registers_rust(&merged_config(&cfg)), "after dpkg -i again containerd does not register \"rust\"");
+
     let (ok, log) = run(Command::new("dpkg").args(["-P", PACKAGE]));
     assert!(ok, "dpkg -P: {log}");
+    assert!(status().is_none(), "after dpkg -P dpkg still knows {PACKAGE}: {:?}", status());
     assert_eq!(host(), before, "the machine is not as it was after dpkg -P");
     let _ = std::fs::remove_dir_all(&out);
     let _ = std::fs::remove_dir_all(&cfg_dir);
