@@ -37,7 +37,13 @@ pub fn check(spec: &Spec, rootfs: &Path) -> Result<(), Invalid> {
     check_rootfs(rootfs)?;
     let process = spec.process().as_ref().ok_or_else(|| invalid("process", "is missing: there is nothing to run"))?;
     check_process(process)?;
+    for (field, lsm, label, enabled) in crate::lsm::requested(process) {
+        if !enabled {
+            return Err(invalid(field, format!("{label:?}: {lsm} is not enabled on this host")));
+        }
+    }
     let linux = spec.linux().clone().unwrap_or_default();
+    check_resources(&linux, cgroup2_unified())?;
     let ns = Namespaces::from_spec(linux.namespaces().as_deref().unwrap_or_default())?;
     check_uts(spec, &ns)?;
     check_security(&linux, &ns)?;
@@ -157,9 +163,10 @@ fn check_process(process: &oci_spec::runtime::Process) -> Result<(), Invalid> {
 fn check_scheduler(s: &oci_spec::runtime::Scheduler) -> Result<(), Invalid> {
     use oci_spec::runtime::LinuxSchedulerPolicy::*;
     let policy = *s.policy();
+    // Whatever the policy, as runc checks it.
     if let Some(nice) = *s.nice() {
-        if matches!(policy, SchedOther | SchedBatch) && !(-20..=19).contains(&nice) {
-            return Err(invalid("process.scheduler.nice", format!("{nice} is outside -20..19 for policy {policy}")));
+        if !(-20..=19).contains(&nice) {
+            return Err(invalid("process.scheduler.nice", format!("{nice} is outside -20..19")));
         }
     }
     if let Some(p) = *s.priority() {
@@ -449,12 +456,8 @@ fn check_sysctl(linux: &oci_spec::runtime::Linux, ns: &Namespaces) -> Result<(),
             }
             continue;
         }
-        if key.starts_with("user.") {
-            if !ns.private(LinuxNamespaceType::User) {
-                return Err(invalid(&field, format!("sysctl {key:?} sets ucounts, which needs a user namespace of the container's own")));
-            }
-            continue;
-        }
+        // Everything else, user.* (per user namespace ucounts) included, is
+        // refused as runc refuses it.
         return Err(not_separate());
     }
     Ok(())
@@ -585,6 +588,35 @@ fn check_devices(linux: &oci_spec::runtime::Linux) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// Whether /sys/fs/cgroup is a cgroup2 file system (unified mode); v1 and
+/// hybrid hosts say no, as runc's IsCgroup2UnifiedMode does.
+fn cgroup2_unified() -> bool {
+    nix::sys::statfs::statfs("/sys/fs/cgroup").is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+}
+
+/// runc's cgroupsCheck, before a cgroup exists: `unified` only on a
+/// unified host, and swap that the memory limit can hold
+/// (ConvertMemorySwapToCgroupV2Value's rules; on v1 the kernel refuses
+/// memory.memsw.limit_in_bytes below memory.limit_in_bytes too, only later).
+fn check_resources(linux: &oci_spec::runtime::Linux, unified_host: bool) -> Result<(), Invalid> {
+    let Some(r) = linux.resources() else { return Ok(()) };
+    if !unified_host && r.unified().as_ref().is_some_and(|u| !u.is_empty()) {
+        return Err(invalid("linux.resources.unified", "needs cgroup v2 in unified mode; this host's controllers are v1"));
+    }
+    if let Some(m) = r.memory() {
+        let (limit, swap) = (m.limit().unwrap_or(0), m.swap().unwrap_or(0));
+        if swap != 0 && swap != -1 && !(limit == -1 && swap == 0) {
+            if limit == 0 || limit == -1 {
+                return Err(invalid("linux.resources.memory.swap", format!("{swap}: a swap limit needs a memory limit")));
+            }
+            if swap < limit {
+                return Err(invalid("linux.resources.memory.swap", format!("{swap} is below linux.resources.memory.limit {limit}: memory+swap must be at least memory")));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Fields this runtime does not implement: refused, not silently dropped,
 /// so that a container never runs without what it asked for.
 fn check_unsupported(linux: &oci_spec::runtime::Linux) -> Result<(), Invalid> {
@@ -710,6 +742,31 @@ mod tests {
         // The host's network namespace, joined by path, is the host's.
         let mut p = json!({"linux": {"namespaces": [{"type": "mount"}, {"type": "network", "path": "/proc/self/ns/net"}], "sysctl": {"net.ipv4.ip_forward": "1"}}});
         refused(p.take(), &["host's network namespace"]);
+        // user.* is refused even in a user namespace of the container's own,
+        // as runc refuses everything outside its lists.
+        let mut p = with(&["mount", "user"], json!({"user.max_user_namespaces": "0"}));
+        p["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+        p["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+        refused(p, &["user.max_user_namespaces", "not in a separate kernel namespace"]);
+    }
+
+    #[test]
+    fn cgroup_resources_as_runc_checks_them() {
+        let mem = |limit: i64, swap: i64| {
+            let linux: oci_spec::runtime::Linux = serde_json::from_value(json!({"resources": {"memory": {"limit": limit, "swap": swap}}})).unwrap();
+            check_resources(&linux, true)
+        };
+        assert!(mem(100 << 20, 200 << 20).is_ok());
+        assert!(mem(100 << 20, -1).is_ok());
+        assert!(mem(-1, 0).is_ok());
+        let low = mem(200 << 20, 100 << 20).unwrap_err().to_string();
+        assert!(low.contains("linux.resources.memory.swap") && low.contains("at least memory"), "{low}");
+        let alone = mem(-1, 100 << 20).unwrap_err().to_string();
+        assert!(alone.contains("needs a memory limit"), "{alone}");
+        let unified: oci_spec::runtime::Linux = serde_json::from_value(json!({"resources": {"unified": {"memory.high": "1000000"}}})).unwrap();
+        assert!(check_resources(&unified, true).is_ok());
+        let v1 = check_resources(&unified, false).unwrap_err().to_string();
+        assert!(v1.contains("linux.resources.unified") && v1.contains("v1"), "{v1}");
     }
 
     #[test]
@@ -793,6 +850,10 @@ mod tests {
         refused(json!({"hooks": {"prestart": [{"path": "relative/hook"}]}}), &["hooks.prestart[0].path"]);
         refused(json!({"linux": {"resources": {"hugepageLimits": [{"pageSize": "../../x", "limit": 1}]}}}), &["pageSize"]);
         refused(json!({"process": {"scheduler": {"policy": "SCHED_OTHER", "priority": 5}}}), &["scheduler.priority"]);
+        refused(json!({"process": {"scheduler": {"policy": "SCHED_FIFO", "priority": 5, "nice": 40}}}), &["scheduler.nice", "40"]);
+        if !Path::new("/sys/fs/selinux/enforce").exists() {
+            refused(json!({"process": {"selinuxLabel": "system_u:system_r:container_t:s0"}}), &["process.selinuxLabel", "not enabled"]);
+        }
         refused(json!({"process": {"ioPriority": {"class": "IOPRIO_CLASS_BE", "priority": 9}}}), &["ioPriority"]);
         refused(json!({"linux": {"timeOffsets": {"monotonic": {"secs": 1}}}}), &["timeOffsets", "not listed"]);
     }

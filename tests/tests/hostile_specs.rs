@@ -463,7 +463,7 @@ fn cases() -> Vec<Case> {
         patch("process.ioPriority: priority 9 (dropped by containerd 1.6)", Same, &[], |s, _| {
             s["process"]["ioPriority"] = json!({"class": "IOPRIO_CLASS_BE", "priority": 9});
         }),
-        patch("process.selinuxLabel on a host without SELinux", Same, &[], |s, _| {
+        patch("process.selinuxLabel on a host without SELinux", Same, &["process.selinuxLabel", "not enabled"], |s, _| {
             s["process"]["selinuxLabel"] = json!("system_u:system_r:bogus_t:s0");
         }),
         patch("process.apparmorProfile that is not loaded", Same, &[], |s, _| {
@@ -660,6 +660,10 @@ fn cases() -> Vec<Case> {
         patch("sysctl user.max_user_namespaces without a user namespace (host's value)", Same, &["linux.sysctl", "user.max_user_namespaces"], |s, fx| {
             s["linux"]["sysctl"] = json!({"user.max_user_namespaces": fx.sysctl("user.max_user_namespaces")});
         }),
+        patch("sysctl user.max_user_namespaces in a user namespace of its own", Same, &["linux.sysctl", "user.max_user_namespaces", "not in a separate"], |s, _| {
+            user_ns(s);
+            s["linux"]["sysctl"] = json!({"user.max_user_namespaces": "0"});
+        }),
         patch("sysctl key net/../../../etc/<escape>", Same, &["linux.sysctl", "not a sysctl name"], |s, fx| {
             s["linux"]["sysctl"] = json!({ format!("net/../../../etc/{}", fx.esc): "1" });
         }),
@@ -784,13 +788,16 @@ fn cases() -> Vec<Case> {
         patch("linux.resources.hugepageLimits pageSize ../../x", Same, &["hugepageLimits", "pageSize"], |s, _| {
             s["linux"]["resources"]["hugepageLimits"] = json!([{"pageSize": "../../x", "limit": 1048576}]);
         }),
-        patch("linux.resources.unified on cgroup v1", Same, &[], |s, _| {
+        patch("linux.resources.unified on cgroup v1", Same, &["linux.resources.unified", "v1"], |s, _| {
             s["linux"]["resources"]["unified"] = json!({"memory.max": "10000000"});
+        }),
+        patch("linux.resources.memory.swap below the memory limit", Same, &["linux.resources.memory.swap", "at least memory"], |s, _| {
+            s["linux"]["resources"]["memory"] = json!({"limit": 209715200, "swap": 104857600});
         }),
         patch("linux.resources.cpu.cpus names no CPU", Same, &[], |s, _| {
             s["linux"]["resources"]["cpu"] = json!({"cpus": "1000-1001"});
         }),
-        patch("linux.mountLabel on a host without SELinux", Same, &[], |s, _| {
+        patch("linux.mountLabel on a host without SELinux", Same, &["linux.mountLabel"], |s, _| {
             s["linux"]["mountLabel"] = json!("system_u:object_r:bogus_t:s0");
         }),
         // --- the document as a whole ---------------------------------------------------------
@@ -1408,7 +1415,7 @@ type Hostile = (&'static str, fn(&mut Value, &str), &'static [&'static str]);
 
 /// Specs that fail Create at three stages: in the validator, in a hook
 /// run by the runtime, and inside the container's init (its mounts).
-const GROUP_CASES: [Hostile; 3] = [
+const GROUP_CASES: [Hostile; 6] = [
     (
         "a uid of 4294967295 (refused before anything runs)",
         |s, _| s["process"]["user"] = json!({"uid": 4294967295u32, "gid": 0}),
@@ -1420,7 +1427,7 @@ const GROUP_CASES: [Hostile; 3] = [
         &["createRuntime", "/nonexistent/"],
     ),
     (
-        "a bind mount from a nonexistent source (fails in the init stage)",
+        "a bind mount from a nonexistent source (refused before anything runs)",
         |s, id| {
             s["mounts"].as_array_mut().unwrap().push(json!({
                 "destination": "/mnt", "type": "bind",
@@ -1429,7 +1436,36 @@ const GROUP_CASES: [Hostile; 3] = [
         },
         &["/nonexistent/"],
     ),
+    (
+        "a mount below a file of the rootfs (fails in the init stage)",
+        |s, _| s["mounts"].as_array_mut().unwrap().push(json!({"destination": "/bin/sh/x", "type": "tmpfs", "source": "tmpfs"})),
+        &["/bin/sh/x"],
+    ),
+    (
+        "a cpuset that names no CPU (fails in the cgroup)",
+        |s, _| s["linux"]["resources"]["cpu"] = json!({"cpus": "1000-1001"}),
+        &["cpuset"],
+    ),
+    (
+        "a program that does not exist (fails at execve)",
+        |s, id| s["process"]["args"] = json!([format!("/nonexistent/{id}/program")]),
+        &["/nonexistent/"],
+    ),
 ];
+
+/// Files below `dir` (ctr's FIFO dir: a directory per task) whose name
+/// starts with `id`.
+fn fifos_named(dir: &Path, id: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for sub in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        for f in std::fs::read_dir(sub.path()).into_iter().flatten().flatten() {
+            if f.file_name().to_string_lossy().starts_with(id) {
+                found.push(f.path());
+            }
+        }
+    }
+    found
+}
 
 #[test]
 fn a_failed_create_in_a_shim_group_leaves_the_group_serving() {
@@ -1451,6 +1487,10 @@ fn a_failed_create_in_a_shim_group_leaves_the_group_serving() {
         assert_eq!(found.len(), 1, "{runtime}: one shim server for group {group}: {found:?}");
         let shim = found[0].pid;
         let socket = ctd.group_socket(&group);
+        // What our shim holds while it serves only the keeper: a failed
+        // member must give back every fd it took (its FIFOs, pipes, cgroup
+        // and sync sockets). runc's shim, a Go program, keeps a varying set.
+        let base_fds = integration_tests::soak::fd_count(shim);
 
         for (n, (what, hostile, words)) in GROUP_CASES.iter().enumerate() {
             let tag = format!("{runtime}, {what}");
@@ -1507,6 +1547,20 @@ fn a_failed_create_in_a_shim_group_leaves_the_group_serving() {
                     stdout(&exec),
                     stderr(&exec)
                 ));
+            }
+            // No FIFO of the failed member is left in the client's FIFO dir.
+            let fifos = fifos_named(&ctd.dir().join("fifo"), &id);
+            if !fifos.is_empty() {
+                problems.push(format!("{tag}: FIFOs of {id} left behind: {fifos:?}"));
+            }
+            if ours {
+                let mut fds = None;
+                if !wait_until(SETTLE, || {
+                    fds = integration_tests::soak::fd_count(shim);
+                    fds == base_fds
+                }) {
+                    problems.push(format!("{tag}: the group's shim held {base_fds:?} fds before, {fds:?} after"));
+                }
             }
         }
         ctd.remove(&keeper);
