@@ -449,3 +449,33 @@ fn shim_returns_to_idle_after_a_burst_of_execs() {
     ctd.finish();
 }
 
+
+/// runc's shim refuses an exec into a paused container at Exec and
+/// publishes nothing for it (issue #13); so do we, on every containerd
+/// lane, with runc's shim beside ours. After Resume, the same exec id
+/// runs.
+#[test]
+fn exec_into_a_paused_container_is_refused_at_exec() {
+    let ctd = PrivateContainerd::start();
+    for runtime in [integration_tests::RUNC_RUNTIME.to_string(), integration_tests::runtime_under_test()] {
+        let id = ctd.unique_id("paused-exec");
+        ctd.run(&id, &["/bin/sleep", "1000"]).runtime(&runtime).detach();
+        let watcher = ctd.watch_events();
+        ctd.ctr_ok(&["task", "pause", &id]);
+        ctd.wait_for_status(&id, "PAUSED", REACT);
+        let out = ctd.exec(&id, "x1", &["/bin/echo", "ran"]).output();
+        assert!(!out.status.success(), "{runtime}: an exec into a paused container ran:\n{}", integration_tests::check::stdout(&out));
+        assert!(stderr(&out).contains("paused"), "{runtime}: the refusal does not say the container is paused: {}", stderr(&out));
+        ctd.ctr_ok(&["task", "resume", &id]);
+        assert!(watcher.wait_for(REACT, |e| e.topic == "/tasks/resumed" && e.container_id() == Some(id.as_str())), "{runtime}: no /tasks/resumed");
+        let events = watcher.stop();
+        let topics: Vec<&str> = task_events(&events, &id).iter().map(|e| e.topic.as_str()).collect();
+        assert_eq!(topics, ["/tasks/paused", "/tasks/resumed"], "{runtime}: events of {id} around the refused exec");
+        // The refused exec left nothing: the same id runs after Resume.
+        let out = ctd.exec(&id, "x1", &["/bin/echo", "ran"]).output();
+        assert!(out.status.success() && integration_tests::check::stdout(&out).trim() == "ran", "{runtime}: exec after resume: {}", stderr(&out));
+        ctd.remove(&id);
+        ctd.assert_no_leftovers(&id);
+    }
+    ctd.finish();
+}
