@@ -100,6 +100,9 @@ guest_tests! {
     v2_cgroup_ro,
     /// A terminal container and two terminal execs at once each get their own pty.
     v2_ptys,
+    /// The device filter's verdicts for 18 devices (mknod, then open) under our
+    /// shim are runc's, in the same boot.
+    v2_device_verdicts_match_runc,
     /// ShimCgroup from a runtime options file: the shim runs in /rsv2-shims.
     v2_shim_cgroup,
 }
