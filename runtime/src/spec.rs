@@ -31,10 +31,38 @@ impl Bundle {
     pub fn load(dir: &Path) -> Result<Bundle, SpecError> {
         let path = dir.join("config.json");
         let text = std::fs::read_to_string(&path).map_err(|source| SpecError::Read { path: path.clone(), source })?;
-        let spec: Spec = serde_json::from_str(&text).map_err(|e| SpecError::Parse { path: path.clone(), message: e.to_string() })?;
+        let spec: Spec = parse(&text).map_err(|e| SpecError::Parse { path: path.clone(), message: e.to_string() })?;
         let rootfs = validate(&path, dir, &spec)?;
         Ok(Bundle { dir: dir.to_path_buf(), spec, rootfs })
     }
+}
+
+/// A config.json that does not parse: the field it failed in (empty for
+/// the document itself) and serde_json's error.
+#[derive(Debug)]
+pub struct ParseError {
+    pub field: String,
+    pub error: serde_json::Error,
+}
+
+impl std::fmt::Display for ParseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.field.is_empty() || self.field == "." {
+            write!(f, "{}", self.error)
+        } else {
+            write!(f, "{}: {}", self.field, self.error)
+        }
+    }
+}
+
+/// config.json into the spec model; an error names the field it is in
+/// (`process.capabilities.bounding[1]: unknown variant ...`), or the line
+/// and column where the JSON itself is broken.
+pub fn parse(text: &str) -> Result<Spec, ParseError> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let spec: Spec = serde_path_to_error::deserialize(&mut de).map_err(|e| ParseError { field: e.path().to_string(), error: e.into_inner() })?;
+    de.end().map_err(|error| ParseError { field: String::new(), error })?;
+    Ok(spec)
 }
 
 /// The rootfs, joined onto the bundle, and every rule of
@@ -68,6 +96,18 @@ mod tests {
         let msg = r.unwrap_err().to_string();
         assert!(msg.contains("invalid config.json"), "{msg}");
         assert!(msg.contains("config.json"), "{msg}");
+    }
+
+    #[test]
+    fn a_field_that_does_not_parse_is_named() {
+        let (_d, r) = bundle_with(r#"{"ociVersion":"1.0.2","root":{"path":"rootfs"},"process":{"cwd":"/","args":["/bin/true"],"user":{"uid":0,"gid":0},"capabilities":{"bounding":["CAP_CHOWN","CAP_NOPE"]}}}"#);
+        let msg = r.unwrap_err().to_string();
+        assert!(msg.contains("process.capabilities.bounding[1]") && msg.contains("CAP_NOPE"), "{msg}");
+        let (_d, r) = bundle_with(r#"{"ociVersion":"1.0.2","root":{"path":"rootfs"},"process":{"cwd":"/","args":["/bin/true"],"user":{"uid":0,"gid":0}},"linux":{"namespaces":[{"type":"mount"},{"type":"nosuchns"}]}}"#);
+        let msg = r.unwrap_err().to_string();
+        assert!(msg.contains("linux.namespaces[1].type"), "{msg}");
+        let (_d, r) = bundle_with(r#"{"ociVersion":"1.0.2","root":{"path":"rootfs"}} trailing"#);
+        assert!(r.unwrap_err().to_string().contains("trailing"));
     }
 
     #[test]

@@ -133,9 +133,12 @@ impl Target for SpecTarget {
     }
 
     fn run(&mut self, input: &[u8]) -> Result<String, String> {
-        let spec: Spec = match serde_json::from_slice(input) {
+        // The shim's own parser (runtime::spec::parse), which names the
+        // field that does not parse; the outcome is serde_json's class.
+        let Ok(text) = std::str::from_utf8(input) else { return Ok("parse: not UTF-8".into()) };
+        let spec: Spec = match runtime::spec::parse(text) {
             Ok(s) => s,
-            Err(e) => return Ok(format!("parse: {:?}", e.classify())),
+            Err(e) => return Ok(format!("parse: {:?}", e.error.classify())),
         };
         if let Err(e) = validate::check(&spec, &self.rootfs) {
             return Ok(format!("refused: {e}"));
