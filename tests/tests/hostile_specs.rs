@@ -382,7 +382,7 @@ fn cases() -> Vec<Case> {
             s["root"]["path"] = json!(fx.rootfs.join("..").join(name));
         }),
         // --- process ----------------------------------------------------------
-        patch("process is missing", Same, &[], |s, _| {
+        patch("process is missing", Same, &["process", "missing"], |s, _| {
             s.as_object_mut().unwrap().remove("process");
         }),
         patch("process.args is empty", Same, &["process.args"], |s, _| {
@@ -400,7 +400,7 @@ fn cases() -> Vec<Case> {
         patch("process.env holds a NUL byte", Same, &["process.env"], |s, _| {
             s["process"]["env"] = json!(["PATH=/bin", "A=b\u{0}c"]);
         }),
-        patch("process.env: an entry without '='", Same, &[], |s, _| {
+        patch("process.env: an entry without '='", Same, &["process.env", "NAME=VALUE"], |s, _| {
             s["process"]["env"] = json!(["PATH=/bin", "JUNK"]);
         }),
         patch("process.env: 10 variables of 100 KiB", Same, &[], |s, _| {
@@ -410,7 +410,7 @@ fn cases() -> Vec<Case> {
         patch("process.cwd is relative", Same, &["process.cwd"], |s, _| {
             s["process"]["cwd"] = json!("tmp");
         }),
-        patch("process.cwd is a file", Same, &[], |s, _| {
+        patch("process.cwd is a file", Same, &["working directory"], |s, _| {
             s["process"]["cwd"] = json!("/bin/busybox");
         }),
         patch("process.cwd climbs out with ..", Same, &[], |s, fx| {
@@ -431,10 +431,10 @@ fn cases() -> Vec<Case> {
         patch("process.rlimits: soft above hard", Same, &["process.rlimits"], |s, _| {
             s["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "soft": 2048, "hard": 1024}]);
         }),
-        patch("process.rlimits: an unknown type", Same, &[], |s, _| {
+        patch("process.rlimits: an unknown type", Same, &["process.rlimits[", "RLIMIT_BOGUS"], |s, _| {
             s["process"]["rlimits"] = json!([{"type": "RLIMIT_BOGUS", "soft": 1, "hard": 1}]);
         }),
-        patch("process.rlimits: RLIMIT_NOFILE above fs.nr_open", Same, &[], |s, _| {
+        patch("process.rlimits: RLIMIT_NOFILE above fs.nr_open", Same, &["RLIMIT_NOFILE"], |s, _| {
             s["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "soft": 1u64 << 40, "hard": 1u64 << 40}]);
         }),
         patch("process.rlimits: one type twice", Same, &[], |s, _| {
@@ -466,7 +466,7 @@ fn cases() -> Vec<Case> {
         patch("process.selinuxLabel on a host without SELinux", Same, &["process.selinuxLabel", "not enabled"], |s, _| {
             s["process"]["selinuxLabel"] = json!("system_u:system_r:bogus_t:s0");
         }),
-        patch("process.apparmorProfile that is not loaded", Same, &[], |s, _| {
+        patch("process.apparmorProfile that is not loaded", Same, &["process.apparmorProfile"], |s, _| {
             s["process"]["apparmorProfile"] = json!("rsv2-hostile-no-such-profile");
         }),
         patch("process.terminal without a console", Same, &[], |s, _| {
@@ -535,10 +535,10 @@ fn cases() -> Vec<Case> {
         patch("mounts: bind from a nonexistent source", Same, &["/nonexistent/"], |s, fx| {
             push_mount(s, bind(&format!("/nonexistent/{}", fx.esc), "/mnt"));
         }),
-        patch("mounts: an unknown filesystem type", Same, &[], |s, _| {
+        patch("mounts: an unknown filesystem type", Same, &["rsv2nosuchfs"], |s, _| {
             push_mount(s, json!({"destination": "/mnt", "type": "rsv2nosuchfs", "source": "none"}));
         }),
-        patch("mounts: an unknown tmpfs option", Same, &[], |s, _| {
+        patch("mounts: an unknown tmpfs option", Same, &["tmpfs", "/mnt"], |s, _| {
             push_mount(s, json!({"destination": "/mnt", "type": "tmpfs", "source": "tmpfs", "options": ["rsv2nosuchoption=1"]}));
         }),
         patch("mounts: destination climbs out with ..", Same, &[], |s, fx| {
@@ -551,7 +551,7 @@ fn cases() -> Vec<Case> {
         patch("linux.namespaces: pid listed twice", Same, &["linux.namespaces[", "twice"], |s, _| {
             add_ns(s, "pid");
         }),
-        patch("linux.namespaces: an unknown type", Same, &[], |s, _| {
+        patch("linux.namespaces: an unknown type", Same, &["linux.namespaces[", "rsv2bogus"], |s, _| {
             add_ns(s, "rsv2bogus");
         }),
         patch("linux.namespaces: a path that does not exist", Same, &["linux.namespaces["], |s, fx| {
@@ -812,7 +812,7 @@ fn cases() -> Vec<Case> {
         }),
         raw("not JSON at all", Same, &[], |_, _| b"this is not a spec\n\x00\xff".to_vec()),
         raw("JSON that is not an object", Same, &[], |_, _| b"[1, 2, 3]".to_vec()),
-        raw("a JSON object that is not a spec", Same, &[], |_, _| br#"{"hello": "world"}"#.to_vec()),
+        raw("a JSON object that is not a spec", Same, &["root"], |_, _| br#"{"hello": "world"}"#.to_vec()),
         raw("deeply nested junk in an unknown field (depth 5000)", Same, &[], |s, _| with_junk(s, &nested(5000))),
         raw("nesting beyond the JSON decoder's limit (depth 20000)", Same, &[], |s, _| with_junk(s, &nested(20000))),
     ]
@@ -903,24 +903,36 @@ struct HostState {
 }
 
 fn etc_listing() -> BTreeSet<String> {
-    let Ok(dir) = fs::read_dir("/etc") else {
-        return BTreeSet::new();
-    };
-    dir.filter_map(|e| e.ok())
-        .map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            match e.path().symlink_metadata() {
-                Ok(m) => format!(
-                    "{name} {:o} size={} mtime={}.{:09}",
+    let mut out = BTreeSet::new();
+    walk_etc(Path::new("/etc"), &mut out);
+    out
+}
+
+/// Every entry below `dir`, with its type, size and mtime: a file a spec
+/// wrote anywhere in /etc shows.
+fn walk_etc(dir: &Path, out: &mut BTreeSet<String>) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for e in entries.filter_map(|e| e.ok()) {
+        let path = e.path();
+        match path.symlink_metadata() {
+            Ok(m) => {
+                out.insert(format!(
+                    "{} {:o} size={} mtime={}.{:09}",
+                    path.display(),
                     m.mode() & 0o170000,
                     m.len(),
                     m.mtime(),
                     m.mtime_nsec()
-                ),
-                Err(err) => format!("{name} ({err})"),
+                ));
+                if m.is_dir() {
+                    walk_etc(&path, out);
+                }
             }
-        })
-        .collect()
+            Err(err) => {
+                out.insert(format!("{} ({err})", path.display()));
+            }
+        }
+    }
 }
 
 /// The rows of the mount table, without mount ids and device numbers
@@ -985,12 +997,24 @@ fn cgroup_tree(ns: &str) -> BTreeSet<String> {
             if l1.ends_with(".slice") || l1 == "process_api" {
                 continue;
             }
-            for l2 in subdirs(&h.join(&l1)) {
-                out.insert(format!("{hname}/{l1}/{l2}"));
-            }
+            // Every level below: a case's own cgroup must be gone too.
+            walk_cgroups(&h.join(&l1), &format!("{hname}/{l1}"), 8, &mut out);
         }
     }
     out
+}
+
+fn walk_cgroups(dir: &Path, name: &str, depth: usize, out: &mut BTreeSet<String>) {
+    if depth == 0 {
+        return;
+    }
+    for e in fs::read_dir(dir).into_iter().flatten().filter_map(|e| e.ok()) {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            let child = format!("{name}/{}", e.file_name().to_string_lossy());
+            out.insert(child.clone());
+            walk_cgroups(&e.path(), &child, depth - 1, out);
+        }
+    }
 }
 
 fn shim_sockets() -> BTreeSet<String> {
