@@ -836,3 +836,27 @@ impl Cell {
         c.init.exit.clone()
     }
 }
+
+#[cfg(test)]
+mod undo_tests {
+    use super::Undo;
+
+    /// A Create step is undone when a panic unwinds through Create (rpc.rs
+    /// catches the panic), and kept once Create finishes.
+    #[test]
+    fn a_step_is_undone_on_unwind_and_kept_on_success() {
+        static UNDONE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let undo = |_: &mut u32| {
+            UNDONE.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        };
+        let unwound = std::panic::catch_unwind(|| {
+            let _step = Undo::new(1u32, undo);
+            panic!("a bug in the middle of Create");
+        });
+        assert!(unwound.is_err());
+        assert_eq!(UNDONE.load(std::sync::atomic::Ordering::SeqCst), 1, "the step was not undone by the unwind");
+        let kept = Undo::new(2u32, undo).keep();
+        assert_eq!(kept, 2);
+        assert_eq!(UNDONE.load(std::sync::atomic::Ordering::SeqCst), 1, "a kept step was undone");
+    }
+}

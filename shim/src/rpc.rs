@@ -326,7 +326,7 @@ fn handle(conn: &Conn, mh: MessageHeader, payload: &[u8], methods: &Methods) {
                     let failed = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| method.handler(ctx, req))) {
                         Ok(r) => r.err(),
                         Err(panic) => {
-                            let what = panic_message(&panic);
+                            let what = panic_message(&*panic);
                             log::error!("{path} panicked: {what}");
                             Some(ttrpc::Error::RpcStatus(get_status(Code::INTERNAL, format!("{path}: internal error in containerd-shim-rust-v2: {what}"))))
                         }
@@ -381,6 +381,15 @@ mod tests {
         }
     }
 
+    /// Panics, as a bug reached by some input would.
+    struct Boom;
+
+    impl MethodHandler for Boom {
+        fn handler(&self, _ctx: TtrpcContext, _req: Request) -> ttrpc::Result<()> {
+            panic!("boom from a test");
+        }
+    }
+
     fn request(method: &str, payload: &[u8]) -> Request {
         Request { service: "test.Service".into(), method: method.into(), payload: payload.to_vec(), ..Default::default() }
     }
@@ -394,6 +403,7 @@ mod tests {
         let mut methods: Methods = HashMap::new();
         methods.insert("/test.Service/Echo".into(), Box::new(Echo));
         methods.insert("/test.Service/Gate".into(), Box::new(Gate(gate.clone())));
+        methods.insert("/test.Service/Boom".into(), Box::new(Boom));
         let quit = Arc::new(Quit::new().unwrap());
         let q = quit.clone();
         let server = std::thread::spawn(move || serve(listener, methods, &Workers::new(|| {}), &q, &|| false, IDLE_EXIT));
@@ -416,6 +426,15 @@ mod tests {
             }
             other => panic!("an unknown method must be UNIMPLEMENTED, got {other:?}"),
         }
+        // A panic fails its own call with INTERNAL; the server goes on.
+        match client.request(request("Boom", b"")) {
+            Err(ttrpc::Error::RpcStatus(s)) => {
+                assert_eq!(s.code(), Code::INTERNAL);
+                assert!(s.message().contains("boom from a test"), "{}", s.message());
+            }
+            other => panic!("a panicking method must answer INTERNAL, got {other:?}"),
+        }
+        assert_eq!(client.request(request("Echo", b"after")).expect("echo after a panic").payload, b"after");
 
         *gate.0.locked() = true;
         gate.1.notify_all();

@@ -112,7 +112,7 @@ impl Inner {
                 // panic) must not end the worker with the count still
                 // holding it, nor the shim.
                 if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)) {
-                    log::error!("a {} job panicked: {}", String::from_utf8_lossy(name), crate::rpc::panic_message(&panic));
+                    log::error!("a {} job panicked: {}", String::from_utf8_lossy(name), crate::rpc::panic_message(&*panic));
                 }
                 s = self.state.locked();
                 continue;
