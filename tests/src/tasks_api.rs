@@ -133,6 +133,54 @@ pub struct StartResponse {
     pub pid: u32,
 }
 
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ExecProcessRequest {
+    #[prost(string, tag = "1")]
+    pub container_id: String,
+    #[prost(string, tag = "2")]
+    pub stdin: String,
+    #[prost(string, tag = "3")]
+    pub stdout: String,
+    #[prost(string, tag = "4")]
+    pub stderr: String,
+    #[prost(bool, tag = "5")]
+    pub terminal: bool,
+    /// The process spec, as JSON (containerd's typeurl registers the OCI
+    /// types as JSON).
+    #[prost(message, optional, tag = "6")]
+    pub spec: Option<Any>,
+    #[prost(string, tag = "7")]
+    pub exec_id: String,
+}
+
+/// Tasks.Wait's and Tasks.DeleteProcess's request: a process of a task.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ProcessRequest {
+    #[prost(string, tag = "1")]
+    pub container_id: String,
+    #[prost(string, tag = "2")]
+    pub exec_id: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct WaitResponse {
+    #[prost(uint32, tag = "1")]
+    pub exit_status: u32,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct DeleteResponse {
+    #[prost(string, tag = "1")]
+    pub id: String,
+    #[prost(uint32, tag = "2")]
+    pub pid: u32,
+    #[prost(uint32, tag = "3")]
+    pub exit_status: u32,
+}
+
+/// The type URL containerd's clients give an exec's process spec.
+pub const PROCESS_SPEC_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
+
 /// One unary call of `containerd.services.tasks.v1.Tasks/<method>` in the
 /// instance's namespace.
 fn call<Req>(ctd: &PrivateContainerd, method: &'static str, req: Req) -> Result<(), tonic::Status>
@@ -214,5 +262,42 @@ impl PrivateContainerd {
         call_for::<_, CreateTaskResponse>(self, "/containerd.services.tasks.v1.Tasks/Create", req)?;
         let start = StartRequest { container_id: id.into(), exec_id: String::new() };
         call_for::<_, StartResponse>(self, "/containerd.services.tasks.v1.Tasks/Start", start).map(|r| r.pid)
+    }
+
+    /// Tasks.Create of container `id`'s task, without a terminal, its stdio
+    /// at these paths (empty: none): the init's pid. Tasks.Start
+    /// ([`Self::start_process`] with no exec id) starts it.
+    pub fn create_task(&self, id: &str, stdin: &str, stdout: &str, stderr: &str) -> Result<u32, tonic::Status> {
+        let req = CreateTaskRequest { container_id: id.into(), stdin: stdin.into(), stdout: stdout.into(), stderr: stderr.into(), ..Default::default() };
+        call_for::<_, CreateTaskResponse>(self, "/containerd.services.tasks.v1.Tasks/Create", req).map(|r| r.pid)
+    }
+
+    /// Tasks.Exec of process `exec_id` in container `id`'s task, `process`
+    /// being its OCI process spec (JSON), with its stdio at these paths
+    /// (empty: none; runc's shim wants stderr whenever stdout is a FIFO).
+    /// Tasks.Start starts it.
+    pub fn exec_process(&self, id: &str, exec_id: &str, process: &serde_json::Value, stdin: &str, stdout: &str, stderr: &str) -> Result<(), tonic::Status> {
+        let spec = Any { type_url: PROCESS_SPEC_TYPE.into(), value: serde_json::to_vec(process).expect("serialize a process spec") };
+        let req = ExecProcessRequest { container_id: id.into(), exec_id: exec_id.into(), stdin: stdin.into(), stdout: stdout.into(), stderr: stderr.into(), terminal: false, spec: Some(spec) };
+        call(self, "/containerd.services.tasks.v1.Tasks/Exec", req)
+    }
+
+    /// Tasks.Start of container `id`'s process `exec_id` (empty: init): its pid.
+    pub fn start_process(&self, id: &str, exec_id: &str) -> Result<u32, tonic::Status> {
+        let req = StartRequest { container_id: id.into(), exec_id: exec_id.into() };
+        call_for::<_, StartResponse>(self, "/containerd.services.tasks.v1.Tasks/Start", req).map(|r| r.pid)
+    }
+
+    /// Tasks.Wait for container `id`'s process `exec_id` (empty: init): its
+    /// exit status, once it exited.
+    pub fn wait_process(&self, id: &str, exec_id: &str) -> Result<u32, tonic::Status> {
+        let req = ProcessRequest { container_id: id.into(), exec_id: exec_id.into() };
+        call_for::<_, WaitResponse>(self, "/containerd.services.tasks.v1.Tasks/Wait", req).map(|r| r.exit_status)
+    }
+
+    /// Tasks.DeleteProcess of container `id`'s exec `exec_id`: its exit status.
+    pub fn delete_process(&self, id: &str, exec_id: &str) -> Result<u32, tonic::Status> {
+        let req = ProcessRequest { container_id: id.into(), exec_id: exec_id.into() };
+        call_for::<_, DeleteResponse>(self, "/containerd.services.tasks.v1.Tasks/DeleteProcess", req).map(|r| r.exit_status)
     }
 }

@@ -2,8 +2,9 @@
 //! containerd 1.6 (issue #4): exec exit codes, streams and identity, the
 //! exec event sequence, duplicate ids, execs killed with their init, `ctr
 //! run -t` / `ctr task exec -t` under a pty, a 100 MB burst, `file://` and
-//! `binary://` log URIs, exec ids in `ctr task ps`, and output across a
-//! containerd restart.
+//! `binary://` log URIs, exec ids in `ctr task ps`, output across a
+//! containerd restart, and (issue #14) stdin at CloseIO and a late reader
+//! of a task's output.
 //!
 //! Facts about ctr 1.6 these tests rely on, checked against runc:
 //! - `ctr task exec` has `--exec-id`, `-d`, `-t`, `--user`, `--cwd`,
@@ -29,7 +30,9 @@
 //!   for EOF on it, so every process holding it must close it), with
 //!   CONTAINER_ID and CONTAINER_NAMESPACE in its environment;
 //! - runc's shim loses an exec's stderr with `ctr task exec --log-uri
-//!   file://`, so exec log URIs are not tested.
+//!   file://`, so exec log URIs are not tested;
+//! - `ctr task delete` removes the task's FIFOs, and their directory when
+//!   that is left empty.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -1376,6 +1379,328 @@ fn resize_of_a_process_without_a_terminal_is_ok() {
         assert_running(&ctd, &id, task.pid, "after the resizes");
         ctd.remove(&id);
         ctd.assert_no_leftovers(&id);
+    }
+    ctd.finish();
+}
+
+/// The stdin of the CloseIO test: four times a FIFO's 64 KiB buffer, so
+/// that part of it is still in the stdin FIFO, or in the shim's copy, when
+/// the client's CloseIO comes.
+const STDIN_BYTES: usize = 256 * 1024;
+
+/// How long a reader of one of our own FIFOs waits for its end of file.
+const FIFO_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A FIFO `name` in `dir`, for a Tasks API call.
+fn make_fifo(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(name);
+    nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap_or_else(|e| panic!("mkfifo {}: {e}", path.display()));
+    path
+}
+
+/// Reads the FIFO at `path` to its end of file: what the reader got, or,
+/// after `timeout`, `Err` with what it got so far. Opened non-blocking, so
+/// that a FIFO nobody ever writes cannot hang the test in open(2); poll
+/// reports it hung up only once a writer came and went.
+fn read_fifo_to_eof(path: &Path, timeout: Duration) -> Result<Vec<u8>, Vec<u8>> {
+    use std::io::Read;
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut fifo = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .unwrap_or_else(|e| panic!("open {} for reading: {e}", path.display()));
+    let deadline = Instant::now() + timeout;
+    let (mut got, mut chunk) = (Vec::new(), vec![0u8; 64 * 1024]);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(got);
+        }
+        let mut fds = [nix::poll::PollFd::new(fifo.as_fd(), nix::poll::PollFlags::POLLIN)];
+        let slice = nix::poll::PollTimeout::from(left.min(Duration::from_millis(100)).as_millis() as u16);
+        match nix::poll::poll(&mut fds, slice) {
+            Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
+            Ok(_) => {}
+            Err(e) => panic!("poll {}: {e}", path.display()),
+        }
+        loop {
+            match fifo.read(&mut chunk) {
+                Ok(0) => return Ok(got),
+                Ok(n) => got.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => panic!("read {}: {e}", path.display()),
+            }
+        }
+    }
+}
+
+/// Reads each FIFO of `paths` to its end of file at the same time (see
+/// [`read_fifo_to_eof`]), as a client reads a process's stdout and stderr.
+fn read_fifos_to_eof(paths: &[PathBuf], timeout: Duration) -> Vec<Result<Vec<u8>, Vec<u8>>> {
+    std::thread::scope(|s| {
+        let readers: Vec<_> = paths.iter().map(|p| s.spawn(move || read_fifo_to_eof(p, timeout))).collect();
+        readers.into_iter().map(|r| r.join().expect("a FIFO reader")).collect()
+    })
+}
+
+/// A process's stdout and stderr FIFOs in `dir`, named after `name`.
+/// Separate FIFOs, as ctr makes them: runc's shim opens the write side of
+/// an exec's stdout and its stderr one after the other, after the exec
+/// started, so with a single FIFO for both, a short exec's stdout copy
+/// could end before its stderr was opened, and the reader, seeing end of
+/// file, left before the shim's blocking open of the stderr writer.
+fn output_fifos(dir: &Path, name: &str) -> [PathBuf; 2] {
+    [make_fifo(dir, &format!("{name}.out")), make_fifo(dir, &format!("{name}.err"))]
+}
+
+/// Container `id`'s process spec (as `ctr containers info` shows it) with
+/// `argv`: the spec of an exec, as ctr makes it.
+fn exec_process_spec(ctd: &PrivateContainerd, id: &str, argv: &[&str]) -> serde_json::Value {
+    let text = ctd.ctr_ok(&["containers", "info", id]);
+    let info: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("`ctr containers info {id}` is not JSON: {e}\n{text}"));
+    let mut process = info["Spec"]["process"].clone();
+    assert!(process.is_object(), "`ctr containers info {id}` has no Spec.process:\n{text}");
+    process["args"] = argv.iter().map(|a| a.to_string()).collect();
+    process["terminal"] = false.into();
+    process
+}
+
+/// `wc -c` exec'd into `id` through the Tasks API with FIFOs of our own in
+/// `dir`: `input` is written into its stdin FIFO, then CloseIO is called
+/// while our writer is still open, as ctr does (its CloseIO comes as its
+/// copy reads end of file, before it closes the FIFO), and then the writer
+/// is closed. What wc printed.
+fn wc_through_close_io(ctd: &PrivateContainerd, runtime: &str, id: &str, exec_id: &str, dir: &Path, input: &[u8]) -> String {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let what = format!("{runtime}: exec {exec_id} through the Tasks API");
+    let stdin = make_fifo(dir, &format!("{exec_id}.in"));
+    let outputs = output_fifos(dir, exec_id);
+    let [stdin_path, stdout_path, stderr_path] = [&stdin, &outputs[0], &outputs[1]].map(|p| p.display().to_string());
+    let process = exec_process_spec(ctd, id, &["/bin/sh", "-c", "wc -c"]);
+    let got = std::thread::scope(|s| {
+        let readers = s.spawn(|| read_fifos_to_eof(&outputs, FIFO_TIMEOUT));
+        ctd.exec_process(id, exec_id, &process, &stdin_path, &stdout_path, &stderr_path)
+            .unwrap_or_else(|e| panic!("{what}: Exec: {e}\n{}", ctd.log_tail(30)));
+        ctd.start_process(id, exec_id).unwrap_or_else(|e| panic!("{what}: Start: {e}\n{}", ctd.log_tail(30)));
+        // runc's shim opens its reader in the background, so it may come
+        // after Start answered: non-blocking opens (ENXIO while there is
+        // no reader) until it is there, then blocking writes.
+        let mut writer = None;
+        let opened = wait_until(REACT, || match fs::OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(&stdin) {
+            Ok(w) => {
+                writer = Some(w);
+                true
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => false,
+            Err(e) => panic!("{what}: open the stdin FIFO: {e}"),
+        });
+        assert!(opened, "{what}: no reader on its stdin FIFO within {REACT:?} of Start");
+        let mut writer = writer.expect("the stdin writer");
+        nix::fcntl::fcntl(&writer, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty())).expect("clear O_NONBLOCK");
+        writer.write_all(input).unwrap_or_else(|e| panic!("{what}: write its stdin: {e}"));
+        ctd.close_stdin(id, exec_id).unwrap_or_else(|e| panic!("{what}: CloseIO: {e}\n{}", ctd.log_tail(30)));
+        drop(writer);
+        readers.join().expect("the output readers")
+    });
+    let [out, err] = [&got[0], &got[1]].map(|r| {
+        r.as_ref().unwrap_or_else(|partial| panic!("{what}: no end of file on its outputs within {FIFO_TIMEOUT:?}: {:?}", String::from_utf8_lossy(partial)))
+    });
+    assert!(err.is_empty(), "{what}: stderr {:?}", String::from_utf8_lossy(err));
+    let status = ctd.wait_process(id, exec_id).unwrap_or_else(|e| panic!("{what}: Wait: {e}"));
+    assert_eq!(status, 0, "{what}: exit status");
+    ctd.delete_process(id, exec_id).unwrap_or_else(|e| panic!("{what}: DeleteProcess: {e}"));
+    for f in std::iter::once(&stdin).chain(&outputs) {
+        fs::remove_file(f).unwrap_or_else(|e| panic!("remove {}: {e}", f.display()));
+    }
+    String::from_utf8_lossy(out).trim().to_string()
+}
+
+/// CloseIO delivers every stdin byte the client wrote before it (issue
+/// #14): the shim's copy reads the stdin FIFO to its end, and only then
+/// does the process read end of file. The shim used to close the process's
+/// stdin at CloseIO and drop what was still in the FIFO or in its copy: as
+/// little as 128 KiB of 256 KiB arrived (6 of 10 execs short; runc's shim
+/// none). Ten `ctr task exec` (ctr calls CloseIO as its stdin reaches end
+/// of file), and three execs closed by a CloseIO of our own, per runtime.
+#[test]
+fn close_io_delivers_every_stdin_byte() {
+    let ctd = PrivateContainerd::start();
+    let input: Vec<u8> = (0..STDIN_BYTES).map(|i| (i % 251) as u8).collect();
+    let expected = STDIN_BYTES.to_string();
+    for runtime in [RUNC_RUNTIME.to_string(), runtime_under_test()] {
+        let id = ctd.unique_id("closeio");
+        ctd.run(&id, &["/bin/sleep", "100000"]).runtime(&runtime).detach();
+        let mut short = Vec::new();
+        for n in 0..10 {
+            let out = ctd.exec(&id, &format!("wc{n}"), &["/bin/sh", "-c", "wc -c"]).output_with_stdin(&input);
+            assert_exit(&ctd, &out, 0, &format!("{runtime}: ctr task exec wc -c, run {n}"));
+            let got = stdout(&out).trim().to_string();
+            if got != expected {
+                short.push(format!("run {n}: {got:?}"));
+            }
+        }
+        assert!(short.is_empty(), "{runtime}: {} of 10 `ctr task exec ... wc -c` did not get all {expected} bytes of stdin: {short:?}", short.len());
+
+        let dir = ctd.dir().join(format!("{id}-fifos"));
+        fs::create_dir(&dir).expect("create the FIFO dir");
+        for n in 0..3 {
+            let got = wc_through_close_io(&ctd, &runtime, &id, &format!("api{n}"), &dir, &input);
+            assert_eq!(got, expected, "{runtime}: exec api{n} closed by Tasks.CloseIO did not get all of its stdin");
+        }
+        fs::remove_dir(&dir).expect("remove the FIFO dir");
+        ctd.remove(&id);
+        ctd.assert_no_leftovers(&id);
+    }
+    ctd.finish();
+}
+
+/// How late the reader of the late-reader test comes.
+const LATE_DELAYS: [Duration; 2] = [Duration::from_millis(50), Duration::from_millis(200)];
+
+/// The sizes of `seq 1 N` in the late-reader test: 2000 lines (8893 bytes)
+/// fit in a FIFO's buffer, so the process writes them all and exits before
+/// the reader comes (what a shim that closes its end of the FIFO after its
+/// copy loses); 20000 lines (108893 bytes) do not, so the process waits for
+/// the reader.
+const LATE_LINES: [u32; 2] = [2000, 20000];
+
+/// Runs `calls` (the client's Create and Start, or Exec and Start) on a
+/// thread and opens the readers of `fifos` `delay` after they were issued;
+/// if they returned before that (a shim that does not wait for its
+/// reader), `delay` after they returned, so that the process has written
+/// and likely exited by then. What each reader read to its end of file,
+/// the calls' result, and whether they had returned before the readers
+/// came.
+fn late_read(fifos: &[PathBuf], delay: Duration, calls: impl FnOnce() -> Result<(), tonic::Status> + Send) -> (Vec<Result<Vec<u8>, Vec<u8>>>, Result<(), tonic::Status>, bool) {
+    std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let client = s.spawn(move || {
+            let result = calls();
+            let _ = tx.send(Instant::now());
+            result
+        });
+        let returned = match rx.recv_timeout(delay) {
+            Ok(at) => {
+                std::thread::sleep((at + delay).saturating_duration_since(Instant::now()));
+                true
+            }
+            Err(_) => false,
+        };
+        let out = read_fifos_to_eof(fifos, FIFO_TIMEOUT);
+        (out, client.join().expect("the client thread"), returned)
+    })
+}
+
+/// Asserts that `outputs` (stdout, stderr) are exactly `seq 1 n`'s.
+fn assert_seq(what: &str, outputs: Vec<Result<Vec<u8>, Vec<u8>>>, n: u32) {
+    let [out, err]: [_; 2] = outputs.try_into().expect("stdout and stderr");
+    let (out, eof) = match out {
+        Ok(o) => (o, true),
+        Err(o) => (o, false),
+    };
+    let text = String::from_utf8_lossy(&out);
+    let expected: String = (1..=n).map(|i| format!("{i}\n")).collect();
+    assert!(
+        eof && text == expected,
+        "{what}: the late reader got {} of {n} lines ({} of {} bytes{}), first {:?}, last {:?}",
+        text.lines().count(),
+        out.len(),
+        expected.len(),
+        if eof { "" } else { ", and no end of file" },
+        text.lines().next(),
+        text.lines().last()
+    );
+    match err {
+        Ok(e) if e.is_empty() => {}
+        Ok(e) => panic!("{what}: stderr {:?}", String::from_utf8_lossy(&e)),
+        Err(e) => panic!("{what}: no end of file on stderr ({:?} so far)", String::from_utf8_lossy(&e)),
+    }
+}
+
+/// A reader that opens a task's stdout FIFO late still gets all of its
+/// output (issue #14): the shim holds the FIFO's write side until a
+/// reader is there and until its copy is done. Our shim used to open the
+/// FIFO, copy, and close it while nobody read it: with the reader 50 ms
+/// late, 0 of 3 outputs arrived (runc's shim: 3 of 3, also 200 ms late).
+/// Through the Tasks API with FIFOs of our own, since ctr opens its
+/// readers itself: an init (Create and Start) and an exec (Exec and Start)
+/// of `seq 1 N`, the reader 50 ms and 200 ms late, for runc's shim and
+/// ours. Both shims' Create, and Start of an exec, wait for the reader
+/// (no assertion on that): when the calls do return first, the reader
+/// comes that long after they did.
+#[test]
+fn a_late_reader_gets_all_output() {
+    let ctd = PrivateContainerd::start();
+    let rootfs = ctd.rootfs().display().to_string();
+    for runtime in [RUNC_RUNTIME.to_string(), runtime_under_test()] {
+        // The container the execs run in.
+        let host = ctd.unique_id("latehost");
+        ctd.run(&host, &["/bin/sleep", "100000"]).runtime(&runtime).detach();
+        let dir = ctd.dir().join(format!("{host}-fifos"));
+        fs::create_dir(&dir).expect("create the FIFO dir");
+        for delay in LATE_DELAYS {
+            for n in LATE_LINES {
+                let count = n.to_string();
+                let argv = ["/bin/seq", "1", count.as_str()];
+
+                // The init.
+                let id = ctd.unique_id("lateinit");
+                let what = format!("{runtime}: init `seq 1 {n}` of {id}, the reader {delay:?} late");
+                let mut create = vec!["containers", "create", "--runtime", runtime.as_str(), "--rootfs", rootfs.as_str(), id.as_str()];
+                create.extend(argv);
+                ctd.ctr_ok(&create);
+                // In a directory of its own: `ctr task delete` removes the
+                // task's FIFOs, and their directory when that is empty.
+                let own = dir.join(&id);
+                fs::create_dir(&own).expect("create the init's FIFO dir");
+                let fifos = output_fifos(&own, "init");
+                let [stdout, stderr] = [&fifos[0], &fifos[1]].map(|p| p.display().to_string());
+                let (out, calls, returned) = late_read(&fifos, delay, || {
+                    ctd.create_task(&id, "", &stdout, &stderr)?;
+                    ctd.start_process(&id, "").map(drop)
+                });
+                calls.unwrap_or_else(|e| panic!("{what}: Create and Start: {e}\n{}", ctd.log_tail(30)));
+                eprintln!("{what}: Create and Start returned before the reader came: {returned}");
+                assert_seq(&what, out, n);
+                ctd.wait_for_status(&id, STOPPED, Duration::from_secs(20));
+                ctd.ctr_ok(&["task", "delete", &id]);
+                ctd.ctr_ok(&["containers", "rm", &id]);
+                for path in fifos.iter().chain([&own]) {
+                    let gone = if path == &own { fs::remove_dir(path) } else { fs::remove_file(path) };
+                    if let Some(e) = gone.err().filter(|e| e.kind() != std::io::ErrorKind::NotFound) {
+                        panic!("remove {}: {e}", path.display());
+                    }
+                }
+                ctd.assert_no_leftovers(&id);
+
+                // An exec.
+                let exec_id = format!("seq{n}-{}ms", delay.as_millis());
+                let what = format!("{runtime}: exec {exec_id} `seq 1 {n}` in {host}, the reader {delay:?} late");
+                let process = exec_process_spec(&ctd, &host, &argv);
+                let fifos = output_fifos(&dir, &exec_id);
+                let [stdout, stderr] = [&fifos[0], &fifos[1]].map(|p| p.display().to_string());
+                let (out, calls, returned) = late_read(&fifos, delay, || {
+                    ctd.exec_process(&host, &exec_id, &process, "", &stdout, &stderr)?;
+                    ctd.start_process(&host, &exec_id).map(drop)
+                });
+                calls.unwrap_or_else(|e| panic!("{what}: Exec and Start: {e}\n{}", ctd.log_tail(30)));
+                eprintln!("{what}: Exec and Start returned before the reader came: {returned}");
+                assert_seq(&what, out, n);
+                let status = ctd.wait_process(&host, &exec_id).unwrap_or_else(|e| panic!("{what}: Wait: {e}"));
+                assert_eq!(status, 0, "{what}: exit status");
+                ctd.delete_process(&host, &exec_id).unwrap_or_else(|e| panic!("{what}: DeleteProcess: {e}"));
+                for f in &fifos {
+                    fs::remove_file(f).expect("remove a FIFO");
+                }
+            }
+        }
+        fs::remove_dir(&dir).expect("remove the FIFO dir");
+        ctd.remove(&host);
+        ctd.assert_no_leftovers(&host);
     }
     ctd.finish();
 }
