@@ -4,10 +4,13 @@
 //! checksum holds and its binary is static and explains itself; `dpkg -i`
 //! installs the binary and the conf.d drop-in without touching
 //! /etc/containerd/config.toml; containerd merges the drop-in when a config
-//! imports it; a private containerd runs a container with the packaged
-//! binary; `dpkg -r` removes the binary and moves the drop-in out of
-//! conf.d/*.toml, so that containerd's merged config is what it was before
-//! `dpkg -i`; `dpkg -i` again brings the drop-in back; `dpkg -P` leaves the
+//! imports it, but containerd 1.6/1.7 replace config.toml's own CRI section
+//! with it (so the postinst gives them the runtime's table for config.toml
+//! instead); a private containerd registers the runtime as the postinst
+//! says (2.x: only by importing conf.d/*.toml) and runs a container through
+//! it with /usr/bin's binary; `dpkg -r` removes the binary and moves the
+//! drop-in out of conf.d/*.toml, so that containerd's merged config is what
+//! it was before `dpkg -i` (and a restarted 2.x has no runtime "rust"); `dpkg -i` again brings the drop-in back; `dpkg -P` leaves the
 //! machine as it was.
 
 use std::path::{Path, PathBuf};
@@ -101,14 +104,14 @@ fn release_tarball_and_deb_install_run_and_purge() {
     assert!(!before.bin && !before.drop_in && !before.drop_in_removed && before.imported.is_empty(), "{BIN} or the drop-in exists without the package: {before:?}");
     // A config that imports conf.d, as the postinst tells the operator to
     // write, and what containerd makes of it before the package is there.
-    let cfg_dir = tempdir("config");
+    let cfg_dir = Scratch::new("config");
     let cfg = cfg_dir.join("config.toml");
     std::fs::write(&cfg, format!("version = 2\nimports = [\"{IMPORTS}\"]\nroot = \"{0}/root\"\nstate = \"{0}/state\"\n", cfg_dir.display())).expect("write config");
     let merged_before = merged_config(&cfg);
     assert!(!registers_rust(&merged_before), "containerd registers \"rust\" before the package is installed:\n{merged_before}");
 
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let out = tempdir("dist");
+    let out = Scratch::new("dist");
     let (ok, log) = run(Command::new(root.join("scripts/release")).arg("--out").arg(&out));
     assert!(ok, "scripts/release failed:\n{log}");
     let files: Vec<String> = std::fs::read_dir(&out).expect("read dist").flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
@@ -140,7 +143,16 @@ fn release_tarball_and_deb_install_run_and_purge() {
     let _purge = Purge;
     let (ok, log) = run(Command::new("dpkg").arg("-i").arg(out.join(&deb)));
     assert!(ok, "dpkg -i {deb}: {log}");
-    assert!(log.contains("imports") || log.contains("imports conf.d"), "postinst did not say how to import the drop-in: {log}");
+    // What the postinst tells the operator depends on the machine's
+    // containerd: 1.6 and 1.7 replace config.toml's whole CRI section with
+    // an imported file's (checked below), so for them it gives the table
+    // to add to config.toml instead of the imports line.
+    let system_major = containerd_major();
+    if system_major < 2 {
+        assert!(log.contains("do not make it import conf.d") && log.contains("[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.rust]"), "postinst did not give containerd {system_major}.x the runtime's table for config.toml: {log}");
+    } else {
+        assert!(log.contains("imports"), "postinst did not say how to import the drop-in: {log}");
+    }
     let during = host();
     assert!(during.bin && during.drop_in, "after dpkg -i: {during:?}");
     assert_eq!(during.config, before.config, "dpkg -i changed {CONFIG}");
@@ -150,15 +162,45 @@ fn release_tarball_and_deb_install_run_and_purge() {
     // containerd merges the drop-in into a config that imports conf.d.
     let dump = merged_config(&cfg);
     assert!(registers_rust(&dump), "the merged config has no runtime \"rust\" of type io.containerd.rust.v2:\n{dump}");
+    // A config with CRI settings of its own (a runc runtime, as every
+    // node's has, and the CNI bin_dir): containerd 1.x replaces them with
+    // the drop-in's section, and the CRI plugin would fail to load for want
+    // of its default runtime runc; 2.x keeps them.
+    let own = cfg_dir.join("own-cri.toml");
+    std::fs::write(&own, format!("version = 2\nimports = [\"{IMPORTS}\"]\nroot = \"{0}/root\"\nstate = \"{0}/state\"\n\n[plugins.\"io.containerd.grpc.v1.cri\".cni]\n  bin_dir = \"/rsv2-test/cni\"\n\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc]\n  runtime_type = \"io.containerd.runc.v2\"\n", cfg_dir.display())).expect("write config");
+    let dump = merged_config(&own);
+    let kept = dump.contains("containerd.runtimes.runc]") && dump.contains("/rsv2-test/cni");
+    assert_eq!(kept, system_major >= 2, "containerd {system_major}.x {} config.toml's CRI section when it imports the drop-in:\n{dump}", if kept { "keeps" } else { "drops" });
 
-    // A private containerd runs a container with the packaged binary.
+    // A private containerd registers "rust" as the postinst tells the
+    // operator to, for its version: containerd 2.x (RSV2_CONTAINERD=2.2)
+    // only through the drop-in (the harness's config without its own
+    // `rust` runtime, plus the imports line); 1.6 and 1.7 with the table in
+    // config.toml (the harness's config as it is). It runs a container
+    // through the runtime the drop-in names, and containerd starts
+    // /usr/bin's binary for it.
     std::env::set_var("SHIM_BIN", BIN);
-    let ctd = PrivateContainerd::start();
+    let mut ctd = PrivateContainerd::start();
+    let through_imports = ctd.flavor().major >= 2;
+    let mut starts = 1;
+    if through_imports {
+        import_the_drop_in_only(&mut ctd);
+        starts += 1;
+    }
+    assert!(cri_loaded_rust(&ctd, starts), "the private containerd's CRI plugin did not load the runtime \"rust\" (through imports: {through_imports})\n{}", ctd.log_tail(30));
+    let runtime = drop_in_runtime_type();
+    assert_eq!(runtime, "io.containerd.rust.v2", "the runtime type in {DROP_IN}");
     let id = ctd.unique_id("deb");
-    let out_run = ctd.run(&id, &["/bin/echo", "hello from the packaged shim"]).rm();
-    assert!(out_run.status.success() && String::from_utf8_lossy(&out_run.stdout).contains("hello from the packaged shim"), "ctr run with {BIN}: {out_run:?}\n{}", ctd.log_tail(30));
+    let out_run = ctd.run(&id, &["/bin/echo", "hello from the packaged shim"]).runtime(&runtime).rm();
+    assert!(out_run.status.success() && String::from_utf8_lossy(&out_run.stdout).contains("hello from the packaged shim"), "ctr run --runtime {runtime} with {BIN}: {out_run:?}\n{}", ctd.log_tail(30));
     ctd.assert_no_leftovers(&id);
-    ctd.finish();
+    let id = ctd.unique_id("deb-exe");
+    ctd.run(&id, &["/bin/sleep", "60"]).runtime(&runtime).detach();
+    let shim = ctd.shim_server(&id).unwrap_or_else(|| panic!("no shim serves {id}: {:?}", ctd.shims()));
+    let exe = std::fs::read_link(format!("/proc/{}/exe", shim.pid));
+    assert_eq!(exe.ok().as_deref(), Some(Path::new(BIN)), "the shim serving {id} ({}) is not {BIN}", shim.command());
+    ctd.remove(&id);
+    ctd.assert_no_leftovers(&id);
 
     // dpkg -r: the binary goes, the drop-in (a conffile, kept until purge)
     // leaves the glob, and containerd's merged config is what it was.
@@ -170,6 +212,11 @@ fn release_tarball_and_deb_install_run_and_purge() {
     assert_eq!(removed.config, before.config, "dpkg -r changed {CONFIG}");
     let dump = merged_config(&cfg);
     assert_eq!(dump, merged_before, "after dpkg -r containerd's merged config is not what it was before dpkg -i");
+    if through_imports {
+        ctd.restart();
+        starts += 1;
+        assert!(!cri_loaded_rust(&ctd, starts), "after dpkg -r and a restart the private containerd still registers \"rust\"\n{}", ctd.log_tail(30));
+    }
 
     // dpkg -i from the config-files state: the drop-in is back in the glob.
     let (ok, log) = run(Command::new("dpkg").arg("-i").arg(out.join(&deb)));
@@ -178,18 +225,106 @@ fn release_tarball_and_deb_install_run_and_purge() {
     assert!(installed() && again.bin && again.drop_in && !again.drop_in_removed && again.imported == vec![PathBuf::from(DROP_IN)], "after dpkg -i again: {again:?}");
     assert_eq!(std::fs::read(DROP_IN).ok(), std::fs::read(root.join("packaging/conf.d-containerd-shim-rust-v2.toml")).ok(), "the drop-in that came back is not the packaged one");
     assert!(registers_rust(&merged_config(&cfg)), "after dpkg -i again containerd does not register \"rust\"");
+    if through_imports {
+        ctd.restart();
+        starts += 1;
+        assert!(cri_loaded_rust(&ctd, starts), "after dpkg -i again and a restart the private containerd does not register \"rust\"\n{}", ctd.log_tail(30));
+    }
+    ctd.finish();
 
     let (ok, log) = run(Command::new("dpkg").args(["-P", PACKAGE]));
     assert!(ok, "dpkg -P: {log}");
     assert!(status().is_none(), "after dpkg -P dpkg still knows {PACKAGE}: {:?}", status());
     assert_eq!(host(), before, "the machine is not as it was after dpkg -P");
-    let _ = std::fs::remove_dir_all(&out);
-    let _ = std::fs::remove_dir_all(&cfg_dir);
 }
 
-fn tempdir(what: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("rsv2-packaging-{what}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create a scratch directory");
-    dir
+/// Rewrites the private containerd's config (the harness writes it to
+/// `<dir>/config.toml` and reads it again on restart) so that the runtime
+/// "rust" comes from the drop-in alone: the harness's own `rust` runtime
+/// table goes, `imports` of conf.d/*.toml comes in; then restarts it.
+fn import_the_drop_in_only(ctd: &mut PrivateContainerd) {
+    let path = ctd.dir().join("config.toml");
+    let harness = std::fs::read_to_string(&path).expect("read the private containerd's config");
+    let mut lines = harness.lines();
+    let version = lines.next().unwrap_or_default();
+    assert!(version.starts_with("version = "), "the harness's config does not start with its version: {harness}");
+    let mut config = format!("{version}\nimports = [\"{IMPORTS}\"]\n");
+    let mut in_rust = false;
+    for line in lines {
+        if line.starts_with('[') || line.trim().is_empty() {
+            in_rust = line.ends_with(".containerd.runtimes.rust]");
+        }
+        if !in_rust {
+            config.push_str(line);
+            config.push('\n');
+        }
+    }
+    assert!(!config.contains("io.containerd.rust.v2") && harness.contains("io.containerd.rust.v2"), "the harness's rust runtime is not where the test takes it out:\n{config}");
+    std::fs::write(&path, config).expect("write the private containerd's config");
+    ctd.restart();
+}
+
+/// Whether the CRI plugin of the private containerd's `starts`-th start
+/// (the last) registered the runtime "rust" as io.containerd.rust.v2, from
+/// the config the plugin logs as it starts: `Start cri plugin with config
+/// {... Runtimes:map[... rust:{Type:io.containerd.rust.v2 ...` (1.6, 1.7) or
+/// `starting cri plugin config="{... \"rust\":{\"runtimeType\":...` (2.x).
+fn cri_loaded_rust(ctd: &PrivateContainerd, starts: usize) -> bool {
+    let log = ctd.log();
+    let configs: Vec<String> = log.lines().filter(|l| l.contains("Start cri plugin with config") || l.contains("starting cri plugin")).map(|l| l.replace(['\\', '"', ' '], "")).collect();
+    assert_eq!(configs.len(), starts, "containerd's log does not have the CRI config of each of its {starts} starts\n{}", ctd.log_tail(30));
+    let last = configs.last().expect("counted above");
+    last.contains("rust:{Type:io.containerd.rust.v2") || last.contains("rust:{runtimeType:io.containerd.rust.v2")
+}
+
+/// The major version of the machine's containerd, the one the postinst asks.
+fn containerd_major() -> u32 {
+    let (ok, version) = run(Command::new("containerd").arg("--version"));
+    // `containerd github.com/containerd/containerd 1.6.20~ds1 ...`
+    let v = version.split_whitespace().nth(2).unwrap_or_default().trim_start_matches('v');
+    v.split('.').next().and_then(|m| m.parse().ok()).filter(|_| ok).unwrap_or_else(|| panic!("cannot read containerd's version: {version}"))
+}
+
+/// The runtime type the drop-in gives the CRI runtime "rust".
+fn drop_in_runtime_type() -> String {
+    let text = std::fs::read_to_string(DROP_IN).expect("read the drop-in");
+    text.lines().find_map(|l| l.trim().strip_prefix("runtime_type = ")).map(|v| v.trim_matches('"').to_string()).unwrap_or_else(|| panic!("no runtime_type in {DROP_IN}:\n{text}"))
+}
+
+/// A scratch directory under /tmp, removed on drop (a failed assertion
+/// too).
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(what: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("rsv2-packaging-{what}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create a scratch directory");
+        Scratch(dir)
+    }
+}
+
+impl AsRef<Path> for Scratch {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for Scratch {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.0.as_os_str()
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
