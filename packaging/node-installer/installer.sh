@@ -4,7 +4,9 @@
 #
 #   installer.sh install     copy the shim to the host, register the runtime
 #                            in containerd's config (v2 or v3, detected) between
-#                            marker lines, restart containerd, label the node
+#                            marker lines, with SystemdCgroup = true when the
+#                            node uses systemd's cgroup driver, restart
+#                            containerd, label the node
 #   installer.sh uninstall   undo all of it (the DaemonSet's preStop hook)
 #   installer.sh run         install, then wait for SIGTERM (the DaemonSet's
 #                            command)
@@ -12,7 +14,9 @@
 # Environment: HOST_ROOT (/host), HOST_BIN_DIR (/usr/local/bin, on
 # containerd's PATH), CONTAINERD_CONFIG (/etc/containerd/config.toml),
 # CONTAINERD_CONFIG_VERSION (for a config that does not exist yet: 2 for
-# containerd 1.6/1.7, 3 for 2.x; default 2), RESTART_CMD (instead of
+# containerd 1.6/1.7, 3 for 2.x; default 2), SYSTEMD_CGROUP (true, false or
+# auto: runc's SystemdCgroup in the config if it has one, else true when
+# systemd runs the host; default auto), RESTART_CMD (instead of
 # `systemctl restart containerd` in the host's root; "none" for no restart),
 # NODE_NAME and NODE_LABEL (containerd-shim-rust-v2/installed=true).
 set -eu
@@ -34,12 +38,56 @@ config_version() {
   echo "${v:-1}"
 }
 
+# runc's SystemdCgroup in the config ("true", "false", or nothing): the
+# value in a [...containerd.runtimes.runc.options] table, in the flat
+# (`[a.b.c]`) or the indented layout of `containerd config default`.
+runc_systemd_cgroup() {
+  [ -f "$cfg" ] || return 0
+  awk '
+    /^[[:space:]]*\[[^[]/ {
+      h = $0; sub(/[[:space:]]*(#.*)?$/, "", h)
+      opts = (h ~ /containerd\.runtimes\.runc\.options\]$/)
+      next
+    }
+    opts && /^[[:space:]]*SystemdCgroup[[:space:]]*=/ {
+      v = $0; sub(/^[^=]*=[[:space:]]*/, "", v); sub(/[[:space:]]*(#.*)?$/, "", v)
+      print v; exit
+    }' "$cfg"
+}
+
+# Whether our runtime gets SystemdCgroup = true: the node's cgroup driver
+# is the one its runc runtime uses (the kubelet's must match it), so runc's
+# setting is copied; without one, systemd running the host decides.
+# Sets $sc (true or false) and $why.
+systemd_cgroup() {
+  case "${SYSTEMD_CGROUP:-auto}" in
+    true|false) sc=$SYSTEMD_CGROUP why="SYSTEMD_CGROUP=$SYSTEMD_CGROUP"; return ;;
+    auto) ;;
+    *) die "SYSTEMD_CGROUP=$SYSTEMD_CGROUP: say true, false or auto" ;;
+  esac
+  runc=$(runc_systemd_cgroup)
+  case "$runc" in
+    true|false) sc=$runc why="runc's SystemdCgroup = $runc in $CONFIG" ;;
+    *)
+      if [ -d "$HOST/run/systemd/system" ]; then
+        sc=true why="runc has no SystemdCgroup in $CONFIG, and systemd runs the host"
+      else
+        sc=false why="runc has no SystemdCgroup in $CONFIG, and systemd does not run the host"
+      fi
+      ;;
+  esac
+}
+
+# The runtime's tables for config version $1, with SystemdCgroup = true
+# when $2 is true.
 snippet() {
   case "$1" in
-    2) printf '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.rust]\n  runtime_type = "io.containerd.rust.v2"\n' ;;
-    3) printf '[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.rust]\n  runtime_type = "io.containerd.rust.v2"\n' ;;
+    2) table='plugins."io.containerd.grpc.v1.cri".containerd.runtimes.rust' ;;
+    3) table='plugins."io.containerd.cri.v1.runtime".containerd.runtimes.rust' ;;
     *) die "$CONFIG has config version $1: only versions 2 (containerd 1.6/1.7) and 3 (2.x) are supported" ;;
   esac
+  printf '[%s]\n  runtime_type = "io.containerd.rust.v2"\n' "$table"
+  [ "${2:-false}" != true ] || printf '  [%s.options]\n    SystemdCgroup = true\n' "$table"
 }
 
 restart_containerd() {
@@ -95,8 +143,9 @@ install_shim() {
       echo "version = $v" > "$cfg"
       : > "$created"
     fi
-    { echo "$BEGIN"; snippet "$v"; echo "$END"; } >> "$cfg"
-    log "registered the CRI runtime \"rust\" in $CONFIG (config version $v)"
+    systemd_cgroup
+    { echo "$BEGIN"; snippet "$v" "$sc"; echo "$END"; } >> "$cfg"
+    log "registered the CRI runtime \"rust\" in $CONFIG (config version $v, SystemdCgroup = $sc: $why)"
     changed=1
   fi
   [ "$changed" = 0 ] || restart_containerd

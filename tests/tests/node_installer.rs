@@ -1,7 +1,8 @@
 //! The node installer (issue #18): `packaging/node-installer/installer.sh`
 //! against a directory that stands in for a node's root (containerd config
 //! version 2 and 3, none yet, installed already, registered by someone
-//! else, removal), and its image (built by
+//! else, removal, SystemdCgroup copied from runc's options or set when
+//! systemd runs the node), and its image (built by
 //! `packaging/node-installer/build-image.sh`) run through the CRI on a
 //! private containerd with that directory mounted as the host's root, as
 //! the DaemonSet runs it, with the preStop hook's uninstall as an exec.
@@ -120,6 +121,68 @@ fn installer_on_a_config_v3_and_on_none() {
     assert!(!none.0.join("etc/containerd/config.toml.rsv2-created").exists());
 }
 
+/// A node on systemd's cgroup driver, whose runc runtime says so: in the
+/// flat layout of config version 2, and in the indented, single-quoted
+/// layout `containerd config default` writes for version 3 (2.x).
+const V2_SYSTEMD: &str = "version = 2\n\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc]\n  runtime_type = \"io.containerd.runc.v2\"\n  [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc.options]\n    BinaryName = \"\"\n    SystemdCgroup = true\n";
+const V3_SYSTEMD: &str = "version = 3\n\n[plugins]\n  [plugins.'io.containerd.cri.v1.runtime']\n    [plugins.'io.containerd.cri.v1.runtime'.containerd]\n      default_runtime_name = 'runc'\n      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes]\n        [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]\n          runtime_type = 'io.containerd.runc.v2'\n          [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]\n            SystemdCgroup = true # the kubelet's driver too\n\n  [plugins.'io.containerd.grpc.v1.cri']\n    disable_tcp_service = true\n";
+
+/// Whether the installed config gives the runtime "rust" SystemdCgroup = true
+/// (in the plugin of config version `v`).
+fn rust_systemd_cgroup(config: &str, v: u32) -> bool {
+    let plugin = if v == 2 { "io.containerd.grpc.v1.cri" } else { "io.containerd.cri.v1.runtime" };
+    config.contains(&format!("[plugins.\"{plugin}\".containerd.runtimes.rust.options]\n    SystemdCgroup = true\n"))
+}
+
+#[test]
+fn installer_copies_runcs_systemd_cgroup_on_configs_v2_and_v3() {
+    for (name, original, v) in [("sd-v2", V2_SYSTEMD, 2), ("sd-v3", V3_SYSTEMD, 3)] {
+        let root = FakeRoot::new(name, Some(original));
+        let log = root.run("install", &[]);
+        let installed = root.config().unwrap_or_default();
+        assert!(installed.starts_with(original) && rust_systemd_cgroup(&installed, v), "config v{v}: no SystemdCgroup = true for rust:\n{installed}");
+        assert!(log.contains("SystemdCgroup = true: runc's SystemdCgroup = true"), "{log}");
+        if v == 2 {
+            // containerd reads it as the runtime's options.
+            let out = Command::new("containerd").arg("--config").arg(root.0.join("etc/containerd/config.toml")).args(["config", "dump"]).output().expect("run containerd config dump");
+            let dump = String::from_utf8_lossy(&out.stdout);
+            let options = dump.split("containerd.runtimes.rust.options]").nth(1).unwrap_or_default();
+            assert!(out.status.success() && options.split("\n\n").next().unwrap_or_default().contains("SystemdCgroup = true"), "containerd config dump:\n{dump}");
+        }
+        // Installed already: unchanged; then removal restores the original.
+        root.run("install", &[]);
+        assert_eq!(root.config().unwrap_or_default(), installed);
+        root.run("uninstall", &[]);
+        assert_eq!(root.config().as_deref(), Some(original), "config v{v} is not the original after uninstall");
+    }
+}
+
+#[test]
+fn installer_sets_systemd_cgroup_from_the_host_when_runc_does_not_say() {
+    // runc says nothing; systemd runs the node: set.
+    let root = FakeRoot::new("sd-host", Some(V2));
+    std::fs::create_dir_all(root.0.join("run/systemd/system")).expect("mkdir run/systemd/system");
+    let log = root.run("install", &[]);
+    assert!(rust_systemd_cgroup(&root.config().unwrap_or_default(), 2) && log.contains("systemd runs the host"), "{log}\n{:?}", root.config());
+    root.run("uninstall", &[]);
+    assert_eq!(root.config().as_deref(), Some(V2));
+    // SYSTEMD_CGROUP=false overrides it.
+    root.run("install", &[("SYSTEMD_CGROUP", "false")]);
+    assert!(!root.config().unwrap_or_default().contains("SystemdCgroup"), "{:?}", root.config());
+    root.run("uninstall", &[]);
+    // runc says false (the kubelet uses cgroupfs) on a systemd host: runc's
+    // setting wins.
+    let cgroupfs = V2_SYSTEMD.replace("SystemdCgroup = true", "SystemdCgroup = false");
+    let root = FakeRoot::new("sd-false", Some(&cgroupfs));
+    std::fs::create_dir_all(root.0.join("run/systemd/system")).expect("mkdir run/systemd/system");
+    root.run("install", &[]);
+    let installed = root.config().unwrap_or_default();
+    assert!(installed.contains("runtimes.rust]") && !rust_systemd_cgroup(&installed, 2), "{installed}");
+    root.run("uninstall", &[]);
+    assert_eq!(root.config().as_deref(), Some(cgroupfs.as_str()));
+    // No systemd, runc silent: not set (the other tests' roots).
+}
+
 #[test]
 fn installer_leaves_a_registration_it_did_not_make() {
     let theirs = format!("{V2}\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.rust]\n  runtime_type = \"io.containerd.rust.v2\"\n");
@@ -133,11 +196,12 @@ fn installer_leaves_a_registration_it_did_not_make() {
 }
 
 /// The image, as the DaemonSet runs it: a pod with the fake root mounted
-/// at /host installs (binary and config), and the preStop command
-/// uninstalls; run under our own runtime.
+/// at /host installs (binary and config, with runc's SystemdCgroup read by
+/// the image's busybox awk), and the preStop command uninstalls; run under
+/// our own runtime.
 #[test]
 fn installer_image_through_the_cri() {
-    let root = FakeRoot::new("cri", Some(V2));
+    let root = FakeRoot::new("cri", Some(V2_SYSTEMD));
     let cri = CriContainerd::start();
     let archive = cri.work_dir().join("node-installer.oci.tar");
     let name = "rsv2.test/node-installer:1";
@@ -153,13 +217,14 @@ fn installer_image_through_the_cri() {
     let id = cri.run_container(&pod, &c);
     assert!(wait_until(Duration::from_secs(30), || root.config().is_some_and(|c| c.contains("io.containerd.rust.v2")) && root.shim().is_file()), "the installer pod did not install: config {:?}", root.config());
     assert!(root.restarted(), "the installer pod did not restart containerd");
+    assert!(rust_systemd_cgroup(&root.config().unwrap_or_default(), 2), "the installer pod did not copy runc's SystemdCgroup: {:?}", root.config());
     let shim_copy = std::fs::read(root.shim()).expect("read the installed shim");
     assert_eq!(shim_copy, std::fs::read(shim_binary()).expect("read the shim"), "the installed shim is not the image's");
 
     let res = cri.exec_sync(&id, &["/installer.sh", "uninstall"]);
     assert_eq!(res.exit_code, 0, "uninstall: {}", String::from_utf8_lossy(&res.stderr));
     assert!(!root.shim().exists());
-    assert_eq!(root.config().as_deref(), Some(V2), "the config is not the original after the preStop uninstall");
+    assert_eq!(root.config().as_deref(), Some(V2_SYSTEMD), "the config is not the original after the preStop uninstall");
     cri.stop_pod(&pod.id);
     cri.remove_pod(&pod.id);
 }
