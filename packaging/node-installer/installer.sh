@@ -18,7 +18,12 @@
 # auto: runc's SystemdCgroup in the config if it has one, else true when
 # systemd runs the host; default auto), RESTART_CMD (instead of
 # `systemctl restart containerd` in the host's root; "none" for no restart),
-# NODE_NAME and NODE_LABEL (containerd-shim-rust-v2/installed=true).
+# CONTAINERD_PIDFILE (a pid file in the host's root, for hosts whose
+# containerd no systemd runs: instead of systemctl, SIGTERM to that pid, a
+# process named containerd, then a wait of up to CONTAINERD_STOP_TIMEOUT
+# seconds, default 30, for it to go; its supervisor starts it again. The
+# pod needs hostPID: true for it), NODE_NAME and NODE_LABEL
+# (containerd-shim-rust-v2/installed=true).
 set -eu
 HOST=${HOST_ROOT:-/host}
 SRC=${SHIM_SOURCE:-/opt/rsv2/containerd-shim-rust-v2}
@@ -90,12 +95,44 @@ snippet() {
   [ "${2:-false}" != true ] || printf '  [%s.options]\n    SystemdCgroup = true\n' "$table"
 }
 
+# Whether process $1 still runs: it exists and is no zombie.
+running() {
+  [ -r "/proc/$1/stat" ] || return 1
+  state=$(sed 's/^.*) \(.\).*$/\1/' "/proc/$1/stat" 2>/dev/null) || return 1
+  [ -n "$state" ] && [ "$state" != Z ]
+}
+
+# SIGTERM to the containerd whose pid is in file $1, then wait for it to
+# go; whatever supervises it (s6, runit, OpenRC's supervise-daemon, a
+# shell loop) starts it again. Only a process named containerd is
+# signalled: a pid from another pid namespace (no hostPID) must not hit a
+# process of the pod.
+stop_by_pidfile() {
+  [ -r "$1" ] || die "no pid file $CONTAINERD_PIDFILE in the host's root"
+  pid=$(tr -dc 0-9 < "$1")
+  [ -n "$pid" ] || die "$CONTAINERD_PIDFILE holds no pid"
+  running "$pid" || die "$CONTAINERD_PIDFILE names pid $pid, which does not run here (does the pod have hostPID: true?)"
+  comm=$(cat "/proc/$pid/comm" 2>/dev/null || true)
+  [ "$comm" = containerd ] || die "$CONTAINERD_PIDFILE names pid $pid, which is \"$comm\", not containerd: not signalled"
+  log "restarting containerd: SIGTERM to pid $pid ($CONTAINERD_PIDFILE); its supervisor starts it again"
+  kill -TERM "$pid" || die "kill -TERM $pid failed"
+  waited=0
+  while running "$pid"; do
+    [ "$waited" -lt "${CONTAINERD_STOP_TIMEOUT:-30}" ] || die "containerd (pid $pid) still runs ${waited}s after SIGTERM"
+    sleep 1
+    waited=$((waited + 1))
+  done
+  log "containerd (pid $pid) stopped"
+}
+
 restart_containerd() {
   if [ "${RESTART_CMD:-}" = none ]; then
     log "not restarting containerd (RESTART_CMD=none)"
   elif [ -n "${RESTART_CMD:-}" ]; then
     log "restarting containerd: $RESTART_CMD"
     sh -c "$RESTART_CMD" || die "$RESTART_CMD failed"
+  elif [ -n "${CONTAINERD_PIDFILE:-}" ]; then
+    stop_by_pidfile "$HOST$CONTAINERD_PIDFILE"
   elif [ -d "$HOST/run/systemd/system" ]; then
     log "restarting containerd (systemctl in the host's root)"
     chroot "$HOST" systemctl restart containerd || die "systemctl restart containerd failed"

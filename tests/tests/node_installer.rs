@@ -2,7 +2,8 @@
 //! against a directory that stands in for a node's root (containerd config
 //! version 2 and 3, none yet, installed already, registered by someone
 //! else, removal, SystemdCgroup copied from runc's options or set when
-//! systemd runs the node), and its image (built by
+//! systemd runs the node, containerd restarted through a pid file), and
+//! its image (built by
 //! `packaging/node-installer/build-image.sh`) run through the CRI on a
 //! private containerd with that directory mounted as the host's root, as
 //! the DaemonSet runs it, with the preStop hook's uninstall as an exec.
@@ -44,16 +45,25 @@ impl FakeRoot {
     /// `installer.sh ACTION` with this root, the test's shim, and a restart
     /// command that leaves a mark.
     fn run(&self, action: &str, env: &[(&str, &str)]) -> String {
+        let mut env = env.to_vec();
+        let mark = format!("touch {}/restarted", self.0.display());
+        env.insert(0, ("RESTART_CMD", &mark));
+        let (ok, text) = self.try_run(action, &env);
+        assert!(ok, "installer.sh {action} failed: {text}");
+        text
+    }
+    /// `installer.sh ACTION` with this root and the test's shim, and no
+    /// RESTART_CMD unless `env` has one: whether it succeeded, and what it
+    /// said.
+    fn try_run(&self, action: &str, env: &[(&str, &str)]) -> (bool, String) {
         let mut cmd = Command::new("sh");
         cmd.arg(repo().join("packaging/node-installer/installer.sh")).arg(action);
-        cmd.env("HOST_ROOT", &self.0).env("SHIM_SOURCE", shim_binary()).env("RESTART_CMD", format!("touch {}/restarted", self.0.display())).env_remove("NODE_NAME");
+        cmd.env("HOST_ROOT", &self.0).env("SHIM_SOURCE", shim_binary()).env_remove("RESTART_CMD").env_remove("CONTAINERD_PIDFILE").env_remove("SYSTEMD_CGROUP").env_remove("NODE_NAME");
         for (k, v) in env {
             cmd.env(k, v);
         }
         let out = cmd.output().expect("run installer.sh");
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        assert!(out.status.success(), "installer.sh {action} failed: {text}");
-        text
+        (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
     }
 }
 
@@ -181,6 +191,100 @@ fn installer_sets_systemd_cgroup_from_the_host_when_runc_does_not_say() {
     root.run("uninstall", &[]);
     assert_eq!(root.config().as_deref(), Some(cgroupfs.as_str()));
     // No systemd, runc silent: not set (the other tests' roots).
+}
+
+/// A stand-in for containerd: `sleep` run as `containerd` (so that its
+/// comm is containerd), or under another name, optionally ignoring
+/// SIGTERM; killed and reaped on drop.
+struct Dummy {
+    child: std::process::Child,
+    dir: PathBuf,
+}
+
+impl Dummy {
+    fn start(name: &str, ignore_term: bool) -> Dummy {
+        use std::os::unix::process::CommandExt;
+        let dir = std::env::temp_dir().join(format!("rsv2-dummy-{name}-{}-{ignore_term}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("mkdir the dummy's directory");
+        let sleep = Command::new("sh").args(["-c", "command -v sleep"]).output().expect("find sleep");
+        std::os::unix::fs::symlink(String::from_utf8_lossy(&sleep.stdout).trim(), dir.join(name)).expect("symlink sleep");
+        let mut cmd = Command::new(dir.join(name));
+        cmd.arg("600");
+        if ignore_term {
+            // SAFETY: only async-signal-safe calls between fork and exec.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::signal(libc::SIGTERM, libc::SIG_IGN);
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd.spawn().expect("start the dummy");
+        Dummy { child, dir }
+    }
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+    /// Whether it has exited (reaping it, as a supervisor would).
+    fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+}
+
+impl Drop for Dummy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// On a host whose containerd no systemd runs, CONTAINERD_PIDFILE: the
+/// installer sends SIGTERM to the containerd the pid file names and waits
+/// for it to go (the supervisor starts it again), on install and on
+/// uninstall; it refuses a pid that is not containerd's, and fails when
+/// containerd outlives CONTAINERD_STOP_TIMEOUT.
+#[test]
+fn installer_restarts_containerd_through_a_pid_file() {
+    let root = FakeRoot::new("pidfile", Some(V2));
+    std::fs::create_dir_all(root.0.join("run/containerd")).expect("mkdir run/containerd");
+    let pidfile = root.0.join("run/containerd/containerd.pid");
+    let env = [("CONTAINERD_PIDFILE", "/run/containerd/containerd.pid")];
+
+    // Install: the dummy containerd gets SIGTERM and goes. Its reaper (the
+    // test, as a supervisor) runs beside the installer's wait.
+    for action in ["install", "uninstall"] {
+        let mut ctd = Dummy::start("containerd", false);
+        std::fs::write(&pidfile, format!("{}\n", ctd.pid())).expect("write the pid file");
+        let installer = std::thread::scope(|s| {
+            let run = s.spawn(|| root.try_run(action, &env));
+            let gone = wait_until(Duration::from_secs(20), || ctd.exited());
+            (run.join().expect("the installer thread"), gone)
+        });
+        let ((ok, log), gone) = installer;
+        assert!(ok && gone, "installer.sh {action} with a pid file: ok {ok}, containerd gone {gone}: {log}");
+        assert!(log.contains(&format!("SIGTERM to pid {}", ctd.pid())) && log.contains("stopped"), "{log}");
+    }
+    assert_eq!(root.config().as_deref(), Some(V2));
+
+    // A pid that is not containerd's (a pod without hostPID sees other
+    // processes): refused, and the process lives on.
+    let mut other = Dummy::start("not-containerd", false);
+    std::fs::write(&pidfile, format!("{}\n", other.pid())).expect("write the pid file");
+    let (ok, log) = root.try_run("install", &env);
+    assert!(!ok && log.contains("not containerd: not signalled"), "{log}");
+    assert!(!other.exited(), "the installer signalled a process that is not containerd");
+    root.run("uninstall", &[("RESTART_CMD", "none")]);
+
+    // A containerd that ignores SIGTERM past the timeout: the installer fails.
+    let stubborn = Dummy::start("containerd", true);
+    std::fs::write(&pidfile, format!("{}\n", stubborn.pid())).expect("write the pid file");
+    let (ok, log) = root.try_run("install", &[env[0], ("CONTAINERD_STOP_TIMEOUT", "1")]);
+    assert!(!ok && log.contains("still runs"), "{log}");
+    drop(stubborn);
+    root.run("uninstall", &[("RESTART_CMD", "none")]);
+    assert_eq!(root.config().as_deref(), Some(V2));
 }
 
 #[test]
