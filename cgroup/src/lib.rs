@@ -3,7 +3,10 @@
 //! [`Manager`] is what the shim calls; [`fs::FsCgroup`] implements it over
 //! cgroupfs with cgroups-rs, for the legacy v1, hybrid (v1 controllers plus
 //! an empty cgroup2 at /sys/fs/cgroup/unified, managed as v1) and unified
-//! layouts. A systemd driver can implement the same trait.
+//! layouts; [`systemd::SystemdCgroup`] implements it through systemd, as a
+//! transient scope unit, when the runtime options say `SystemdCgroup` or
+//! the cgroupsPath is in systemd's `slice:prefix:name` form on a host that
+//! systemd runs.
 
 use std::path::{Path, PathBuf};
 

@@ -22,7 +22,9 @@ pub type Resolved = (String, bool);
 ///   turned `/../../x` into a directory at the host's `/`);
 /// - systemd form `slice:prefix:name`: the path systemd would create,
 ///   `/a.slice/a-b.slice/prefix-name.scope`, as runc does when it expands a
-///   slice; the caller logs that it did (there is no systemd driver yet);
+///   slice: where the systemd driver ([`crate::systemd`]) finds its unit's
+///   cgroup, and what the cgroupfs driver uses on a host that systemd
+///   does not run (the caller logs that it did);
 /// - empty: `/rsv2/ID`.
 ///
 /// A path that cleans to the root itself is refused: the container would
