@@ -9,9 +9,10 @@
 //!   container, shim, mount, cgroup and file of the run;
 //! - the **worker** does the measurements with `ctr` and writes the results.
 //!
-//! The split is what makes cleanup reliable: the workspace's release profile
-//! has `panic = "abort"`, so a panic would skip the harness's Drop, and ^C
-//! would kill a single process before it could clean up. The supervisor
+//! The split is what makes cleanup reliable: a panic in a thread other than
+//! the harness's owner, or one raised while unwinding, would skip the
+//! harness's Drop, and ^C would kill a single process before it could clean
+//! up. The supervisor
 //! survives both: it catches SIGINT/SIGTERM/SIGHUP, and a worker that panics,
 //! fails or is killed only ends the measurements.
 
