@@ -294,7 +294,6 @@ disabled_plugins = [
     /// the sandbox image). Tables a test appends in the 1.x layout are
     /// moved over.
     fn config_v3(&self) -> String {
-        let d = self.dir.display();
         const RUNTIME: &str = "plugins.'io.containerd.cri.v1.runtime'";
         let (cri_runtime_keys, images, extra) = match &self.cri {
             Some(c) => (
@@ -309,32 +308,9 @@ disabled_plugins = [
             ),
             None => Default::default(),
         };
+        let head = private_config_v3_head(&self.dir, "");
         format!(
-            r#"version = 3
-root = "{d}/root"
-state = "{d}/state"
-disabled_plugins = [
-  "io.containerd.internal.v1.opt",
-  "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.devmapper",
-  "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.snapshotter.v1.erofs",
-  "io.containerd.tracing.processor.v1.otlp",
-  "io.containerd.internal.v1.tracing",
-]
-
-[grpc]
-  address = "{d}/containerd.sock"
-
-[ttrpc]
-  address = "{d}/containerd.sock.ttrpc"
-
-# containerd 2.x enables NRI and binds /var/run/nri/nri.sock, one path for the
-# whole host: a second private containerd, or a stale socket from a killed one,
-# would make it refuse to start ("bind: address already in use").
-[plugins.'io.containerd.nri.v1.nri']
-  socket_path = "{d}/nri.sock"
-
+            r#"{head}
 [{RUNTIME}]
   restrict_oom_score_adj = true
 {cri_runtime_keys}
@@ -1084,4 +1060,39 @@ impl Drop for PrivateContainerd {
 
 fn join<S: AsRef<str>>(args: &[S]) -> String {
     args.iter().map(AsRef::as_ref).collect::<Vec<_>>().join(" ")
+}
+
+/// The top of a private containerd 2.x config (version 3) in `dir`: its own
+/// root, state and sockets, NRI's socket too, and none of the plugins that
+/// cannot work here. `top` holds more top-level keys (`imports = ...`),
+/// which must come before the first table.
+pub fn private_config_v3_head(dir: &Path, top: &str) -> String {
+    let d = dir.display();
+    format!(
+        r#"version = 3
+{top}root = "{d}/root"
+state = "{d}/state"
+disabled_plugins = [
+  "io.containerd.internal.v1.opt",
+  "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.devmapper",
+  "io.containerd.snapshotter.v1.zfs",
+  "io.containerd.snapshotter.v1.erofs",
+  "io.containerd.tracing.processor.v1.otlp",
+  "io.containerd.internal.v1.tracing",
+]
+
+[grpc]
+  address = "{d}/containerd.sock"
+
+[ttrpc]
+  address = "{d}/containerd.sock.ttrpc"
+
+# containerd 2.x enables NRI and binds /var/run/nri/nri.sock, one path for the
+# whole host: a second private containerd, or a stale socket from a killed one,
+# would make it refuse to start ("bind: address already in use").
+[plugins.'io.containerd.nri.v1.nri']
+  socket_path = "{d}/nri.sock"
+"#
+    )
 }

@@ -29,7 +29,7 @@ pub mod vm;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-pub use containerd::{Leftover, PrivateContainerd};
+pub use containerd::{private_config_v3_head, Leftover, PrivateContainerd};
 pub use ctr::{Background, Run, TaskInfo};
 pub use procio::{output_with_input, shell_quote, Exec, Logged};
 pub use events::{task_events, Event, EventWatcher};

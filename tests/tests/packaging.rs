@@ -343,31 +343,7 @@ fn containerd_2x() -> PathBuf {
 /// its config, stops it, and returns its log.
 fn start_cri_2x(containerd: &Path, extra: &str) -> String {
     let dir = Scratch::new("containerd2");
-    let d = dir.display();
-    let config = format!(
-        r#"version = 3
-{extra}root = "{d}/root"
-state = "{d}/state"
-disabled_plugins = [
-  "io.containerd.internal.v1.opt",
-  "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.devmapper",
-  "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.snapshotter.v1.erofs",
-  "io.containerd.tracing.processor.v1.otlp",
-  "io.containerd.internal.v1.tracing",
-]
-
-[grpc]
-  address = "{d}/containerd.sock"
-
-[ttrpc]
-  address = "{d}/containerd.sock.ttrpc"
-
-[plugins.'io.containerd.nri.v1.nri']
-  socket_path = "{d}/nri.sock"
-"#
-    );
+    let config = integration_tests::private_config_v3_head(&dir, extra);
     std::fs::write(dir.join("config.toml"), config).expect("write the private config");
     let log_path = dir.join("containerd.log");
     let log = std::fs::File::create(&log_path).expect("create containerd.log");
