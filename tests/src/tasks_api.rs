@@ -260,8 +260,7 @@ impl PrivateContainerd {
         let stderr = if terminal { String::new() } else { stdout.to_string() };
         let req = CreateTaskRequest { container_id: id.into(), stdout: stdout.into(), stderr, terminal, checkpoint: checkpoint.cloned(), ..Default::default() };
         call_for::<_, CreateTaskResponse>(self, "/containerd.services.tasks.v1.Tasks/Create", req)?;
-        let start = StartRequest { container_id: id.into(), exec_id: String::new() };
-        call_for::<_, StartResponse>(self, "/containerd.services.tasks.v1.Tasks/Start", start).map(|r| r.pid)
+        self.start_process(id, "")
     }
 
     /// Tasks.Create of container `id`'s task, without a terminal, its stdio
