@@ -185,15 +185,18 @@ fn now() -> Timestamp {
 }
 
 /// Launches an init stage with `io`, wiring its terminal if it has one.
+/// `readers` are the output FIFOs' writers an exec's Start opened before
+/// it took the lock (none for a Create).
 fn launch_with_io(
     spec: impl FnOnce(runtime::launch::Stdio3) -> LaunchSpec,
     io: &Io,
+    readers: stdio::Readers,
     target: &LogTarget<'_>,
     what: &str,
     enter_cgroup: impl FnOnce(i32) -> Result<(), String>,
     runtime_hooks: impl FnMut(i32) -> Result<(), String>,
 ) -> Result<(Created, IoHandles), ContainerError> {
-    let (stdio, mut handles) = stdio::open(&io.stdin, &io.stdout, &io.stderr, io.terminal, target)?;
+    let (stdio, mut handles) = stdio::open(&io.stdin, &io.stdout, &io.stderr, io.terminal, target, readers)?;
     let mut created =
         launch::create(spec(stdio), enter_cgroup, runtime_hooks).map_err(|source| ContainerError::Launch { what: what.to_string(), source })?;
     if let Some(master) = created.console.take() {
@@ -394,6 +397,7 @@ impl Container {
         let launched = launch_with_io(
             |stdio| LaunchSpec { exe, id, config, uid_mappings, gid_mappings, stdio, cgroup_dir: dir },
             &req.io,
+            stdio::Readers::default(),
             &LogTarget { container_id: req.id, namespace: req.namespace, owner: io_owner },
             &what,
             |pid| enter_cgroup(cg.as_mut(), &entry, pid),
@@ -469,7 +473,7 @@ impl Container {
             cg.set(r)?;
         }
         let io_owner = req.options.io_uid.zip(req.options.io_gid);
-        let (stdio, handles) = stdio::open(&req.io.stdin, &req.io.stdout, &req.io.stderr, req.io.terminal, &LogTarget { container_id: req.id, namespace: req.namespace, owner: io_owner })?;
+        let (stdio, handles) = stdio::open(&req.io.stdin, &req.io.stdout, &req.io.stderr, req.io.terminal, &LogTarget { container_id: req.id, namespace: req.namespace, owner: io_owner }, stdio::Readers::default())?;
         let cg = cg.keep();
         Ok(Container {
             id: req.id.to_string(),
@@ -562,15 +566,17 @@ impl Container {
     /// Lets the process exec. For an exec, this first builds it: it joins
     /// every namespace of init and init's cgroup, with no rootfs work. The
     /// caller holds the lock and publishes the start event under it, so the
-    /// exit can never be published first. Returns the pid.
-    pub fn start(&mut self, exec_id: &str, exe: &Path, wait: Wait<'_>) -> Result<i32, ContainerError> {
+    /// exit can never be published first. Returns the pid. `readers` is
+    /// what the caller's wait for an exec's output readers gave, before it
+    /// took the lock ([`stdio::await_readers`]); unused for init.
+    pub fn start(&mut self, exec_id: &str, exe: &Path, wait: Wait<'_>, readers: Result<stdio::Readers, StdioError>) -> Result<i32, ContainerError> {
         if exec_id.is_empty() && self.init_restore.is_some() {
             let pid = self.restore(wait)?;
             self.init.pid = pid;
             self.init.status = Status::Running;
             return Ok(pid);
         }
-        let result = self.start_process(exec_id, exe);
+        let result = self.start_process(exec_id, exe, readers);
         if result.is_err() && !exec_id.is_empty() {
             // An exec that failed to start has exited as far as containerd
             // is concerned: its Wait must return, and containerd deletes it.
@@ -583,9 +589,9 @@ impl Container {
         result
     }
 
-    fn start_process(&mut self, exec_id: &str, exe: &Path) -> Result<i32, ContainerError> {
+    fn start_process(&mut self, exec_id: &str, exe: &Path, readers: Result<stdio::Readers, StdioError>) -> Result<i32, ContainerError> {
         if !exec_id.is_empty() {
-            self.launch_exec(exec_id, exe)?;
+            self.launch_exec(exec_id, exe, readers)?;
         }
         let id = self.id.clone();
         let p = self.process_mut(exec_id)?;
@@ -602,7 +608,7 @@ impl Container {
         Ok(p.pid)
     }
 
-    fn launch_exec(&mut self, exec_id: &str, exe: &Path) -> Result<(), ContainerError> {
+    fn launch_exec(&mut self, exec_id: &str, exe: &Path, readers: Result<stdio::Readers, StdioError>) -> Result<(), ContainerError> {
         if self.init.status != Status::Running {
             return Err(self.state_err(&self.init, "exec", "running"));
         }
@@ -617,6 +623,7 @@ impl Container {
         let Some(process) = p.pending.take() else {
             return Err(ContainerError::State { what: p.what(&id), state: p.status.name(), action: "start", wanted: "created" });
         };
+        let readers = readers?;
         let entry = cgroup.prepare()?;
         let dir = cgroup_dir(&entry)?;
         let config = InitConfig {
@@ -641,6 +648,7 @@ impl Container {
                 cgroup_dir: dir,
             },
             &p.io,
+            readers,
             &LogTarget { container_id: &id, namespace, owner: *io_owner },
             &what,
             |pid| enter_cgroup(cgroup.as_mut(), &entry, pid),

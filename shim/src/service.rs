@@ -25,6 +25,7 @@ use crate::events::Events;
 use crate::oom::OomWatcher;
 use crate::reaper::Reaper;
 use crate::rpc::Quit;
+use crate::stdio;
 use crate::workers::Workers;
 
 /// The full protobuf name of ProcessDetails, as containerd resolves it.
@@ -266,10 +267,21 @@ impl Task for Service {
     fn start(&self, _ctx: &TtrpcContext, req: api::StartRequest) -> ttrpc::Result<api::StartResponse> {
         let t = std::time::Instant::now();
         let cell = self.get(&req.id)?;
+        // An exec's output FIFOs are waited for (up to 30 s, until the
+        // client's readers are there) before the container's lock is taken:
+        // under it, a slow client would hold up State, Kill and the exits
+        // of the container's other processes.
+        let readers = match req.exec_id.is_empty() {
+            true => Ok(stdio::Readers::default()),
+            false => {
+                let io = cell.lock().process(&req.exec_id)?.io.clone();
+                stdio::await_readers(&[&io.stdout, &io.stderr])
+            }
+        };
         let mut c = cell.lock();
         let restores = req.exec_id.is_empty() && c.restores();
         let wait = self.hook_wait();
-        let pid = c.start(&req.exec_id, &self.exe, &wait).inspect_err(|_| cell.notify())?;
+        let pid = c.start(&req.exec_id, &self.exe, &wait, readers).inspect_err(|_| cell.notify())?;
         if !req.exec_id.is_empty() || restores {
             // Registered before the exec may exit; the reaper holds an exit
             // that beats us here.

@@ -61,6 +61,40 @@ pub struct IoHandles {
     /// A second handle on each output FIFO, for [`Drain::drain`].
     fifos: Vec<File>,
     console: Option<File>,
+    /// Writers on output FIFOs whose reader came before the caller took
+    /// the container's lock ([`await_readers`]), used up by [`Self::output`].
+    readers: Readers,
+}
+
+/// Writers held on the output FIFOs of a process, each opened once the
+/// client's reader was there. An exec's Start waits for them before it
+/// takes the container's lock: a client that is slow to open its readers
+/// (up to [`READER_TIMEOUT`]) then holds up only its own Start, not State,
+/// Kill or the exit of the container's other processes.
+#[derive(Default)]
+pub struct Readers(Vec<(String, File)>);
+
+impl Readers {
+    fn take(&mut self, uri: &str) -> Option<File> {
+        let at = self.0.iter().position(|(u, _)| u == uri)?;
+        Some(self.0.swap_remove(at).1)
+    }
+}
+
+/// Waits for the client's reader of each output FIFO among `uris` (an
+/// empty path, a `file://` log and a `binary://` logger have none).
+pub fn await_readers(uris: &[&str]) -> Result<Readers, StdioError> {
+    let mut readers = Readers::default();
+    for uri in uris {
+        if uri.is_empty() || uri.contains("://") || readers.0.iter().any(|(u, _)| u == uri) {
+            continue;
+        }
+        let path = Path::new(uri);
+        if std::fs::metadata(path).is_ok_and(|m| m.file_type().is_fifo()) {
+            readers.0.push((uri.to_string(), wait_for_reader(path)?));
+        }
+    }
+    Ok(readers)
 }
 
 /// The output of a process that exited, to deliver before its exit is
@@ -188,6 +222,7 @@ impl IoHandles {
             self.pty_output = Some(id);
         }
         self.console = Some(master);
+        self.readers = Readers::default();
         Ok(())
     }
 
@@ -218,7 +253,8 @@ impl IoHandles {
 
     /// Copies `from` into the output `uri`, to be drained at exit.
     fn output(&mut self, from: File, source: Source, uri: &str) -> Result<u64, StdioError> {
-        let (sink, fifo) = open_sink(uri)?;
+        let ready = self.readers.take(uri);
+        let (sink, fifo) = open_sink(uri, ready)?;
         let (tx, rx) = channel();
         self.done.push(rx);
         self.fifos.extend(fifo);
@@ -297,8 +333,9 @@ fn wait_for_reader(path: &Path) -> Result<File, StdioError> {
 }
 
 /// Our own end of an output FIFO (or a `file://` log), and for a FIFO a
-/// second handle on it for the drain at exit.
-fn open_sink(uri: &str) -> Result<(File, Option<File>), StdioError> {
+/// second handle on it for the drain at exit. `ready` is a writer from
+/// [`await_readers`]: the reader came already, so there is no wait here.
+fn open_sink(uri: &str, ready: Option<File>) -> Result<(File, Option<File>), StdioError> {
     let path = Path::new(local_path(uri)?);
     let is_file = uri.starts_with("file://");
     if is_file {
@@ -310,7 +347,11 @@ fn open_sink(uri: &str) -> Result<(File, Option<File>), StdioError> {
     let is_fifo = !is_file && std::fs::metadata(path).map(|m| m.file_type().is_fifo()).unwrap_or(false);
     // Held until our own handle is open, so that the FIFO never loses its
     // last writer in between (the reader would read end of file).
-    let reader_there = if is_fifo { Some(wait_for_reader(path)?) } else { None };
+    let reader_there = match ready {
+        Some(w) => Some(w),
+        None if is_fifo => Some(wait_for_reader(path)?),
+        None => None,
+    };
     // O_RDWR on a FIFO never blocks on open and never raises SIGPIPE: when
     // containerd's reader goes (a restart), the FIFO's buffer takes the
     // output, then back-pressure holds the process until a reader is back.
@@ -392,9 +433,10 @@ fn percent_decode(s: &str) -> String {
 
 /// Opens containerd's stdio paths for a process. An empty path means
 /// /dev/null. With a terminal, the process gets /dev/null here and its pty
-/// later ([`IoHandles::attach_console`]).
-pub fn open(stdin: &str, stdout: &str, stderr: &str, terminal: bool, target: &LogTarget<'_>) -> Result<(Stdio3, IoHandles), StdioError> {
-    let mut io = IoHandles { done: Vec::new(), stdin: None, stdin_keepalive: None, outputs: Vec::new(), pty_output: None, fifos: Vec::new(), console: None };
+/// later ([`IoHandles::attach_console`]). `readers` are what
+/// [`await_readers`] found for these paths, if the caller waited already.
+pub fn open(stdin: &str, stdout: &str, stderr: &str, terminal: bool, target: &LogTarget<'_>, readers: Readers) -> Result<(Stdio3, IoHandles), StdioError> {
+    let mut io = IoHandles { done: Vec::new(), stdin: None, stdin_keepalive: None, outputs: Vec::new(), pty_output: None, fifos: Vec::new(), console: None, readers };
     if terminal {
         return Ok((Stdio3 { stdin: devnull(false)?, stdout: devnull(true)?, stderr: devnull(true)? }, io));
     }
@@ -425,6 +467,7 @@ pub fn open(stdin: &str, stdout: &str, stderr: &str, terminal: bool, target: &Lo
     }
     let stdout_fd = output(stdout)?;
     let stderr_fd = output(stderr)?;
+    io.readers = Readers::default();
     Ok((Stdio3 { stdin: stdin_fd, stdout: stdout_fd, stderr: stderr_fd }, io))
 }
 
