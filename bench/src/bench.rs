@@ -217,6 +217,21 @@ pub fn replot(dir: &Path) -> ExitCode {
     }
 }
 
+/// Redraws `results.png` after a CRI run wrote `cri.json` beside a `ctr`
+/// run's `results.json` (nothing to draw without one).
+pub fn redraw(dir: &Path) -> Result<(), String> {
+    let path = dir.join("results.json");
+    let results: Results = match std::fs::read(&path) {
+        Ok(b) => serde_json::from_slice(&b).map_err(|e| format!("{}: {e}", path.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let cri = crate::cri::CriResults::load(dir)?;
+    plot::render(&results, cri.as_ref(), &dir.join("results.png"))?;
+    eprintln!("rsv2-bench: redrew {}/results.png", dir.display());
+    Ok(())
+}
+
 fn write_outputs(out: &Path, results: &Results, markdown: &str) -> Result<(), String> {
     std::fs::create_dir_all(out).map_err(|e| format!("mkdir {}: {e}", out.display()))?;
     let write = |name: &str, bytes: &[u8]| {
@@ -229,7 +244,8 @@ fn write_outputs(out: &Path, results: &Results, markdown: &str) -> Result<(), St
         &serde_json::to_vec_pretty(results).expect("serialize results"),
     )?;
     let png = out.join("results.png");
-    plot::render(results, &png)?;
+    let cri = crate::cri::CriResults::load(out)?;
+    plot::render(results, cri.as_ref(), &png)?;
     eprintln!(
         "rsv2-bench: wrote {}/results.{{md,json,png}}",
         out.display()

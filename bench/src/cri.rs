@@ -24,6 +24,13 @@ use crate::stats::Summary;
 pub const HANDLERS: [&str; 3] = ["rust", "runc", "null"];
 pub const STEPS: [&str; 5] = ["RunPodSandbox", "CreateContainer + StartContainer", "ExecSync", "StopPodSandbox + RemovePodSandbox", "whole lifecycle"];
 
+/// Issue #19's goals: our overhead above the null shim at most this share
+/// of runc's (CRI lifecycle, start, exec); the whole CRI lifecycle at most
+/// this ratio of runc's; our shim's PSS per pod at 100 pods.
+pub const OVERHEAD_GOAL: f64 = 1.0 / 3.0;
+pub const LIFECYCLE_RATIO_GOAL: f64 = 0.6;
+pub const POD_PSS_GOAL_MIB: f64 = 0.4;
+
 /// Samples (ms) per handler and step.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct CriResults {
@@ -60,9 +67,27 @@ pub struct Density {
 }
 
 impl CriResults {
-    fn median(&self, handler: &str, step: usize) -> Option<f64> {
+    /// What a results directory's `cri.json` holds, if it has one.
+    pub fn load(dir: &Path) -> Result<Option<CriResults>, String> {
+        let path = dir.join("cri.json");
+        match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| format!("{}: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("{}: {e}", path.display())),
+        }
+    }
+
+    pub fn summary(&self, handler: &str, step: usize) -> Option<Summary> {
         let (_, steps) = self.samples.iter().find(|(h, _)| h == handler)?;
-        Summary::of(&steps[step]).map(|s| s.median)
+        Summary::of(steps.get(step)?)
+    }
+
+    fn median(&self, handler: &str, step: usize) -> Option<f64> {
+        self.summary(handler, step).map(|s| s.median)
+    }
+
+    pub fn density_of(&self, handler: &str) -> Option<&Density> {
+        self.density.iter().find(|(h, _)| h == handler).map(|(_, d)| d)
     }
 
     /// The table: medians per handler, ours against runc's, and each

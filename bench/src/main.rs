@@ -273,7 +273,8 @@ usage: rsv2-bench --cri [--pods N] [--warmup N] [--burst N] [--burst-concurrency
   then density: N pods of rust, then of runc, all at once (100; 0: none)
 
 usage: rsv2-bench --replot DIR
-  rewrites DIR/results.md and DIR/results.png from DIR/results.json (no root needed)
+  rewrites DIR/results.md and DIR/results.png from DIR/results.json and,
+  for the plot's CRI panels, DIR/cri.json (no root needed)
 ";
 
 /// What the supervisor tells the worker: the private containerd and the
@@ -354,6 +355,10 @@ fn cri_main(args: &[String]) -> ExitCode {
         Ok(results) => {
             println!("{}", results.markdown());
             eprintln!("rsv2-bench: wrote {}/cri.{{md,json}}", out.display());
+            if let Err(e) = bench::redraw(&out) {
+                eprintln!("rsv2-bench --cri: {e}");
+                return ExitCode::FAILURE;
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -1,5 +1,7 @@
-//! `results.png`: medians as grouped bars (rust, runc) with min–max whiskers,
-//! in three panels: latency, throughput and idle memory.
+//! `results.png`: medians as grouped bars (rust, runc and, where measured,
+//! the null shim) with min–max whiskers, in four panels: `ctr` latency,
+//! the CRI pod lifecycle (from `cri.json`, when the directory has one),
+//! throughput and memory.
 //!
 //! Text goes through plotters' `ab_glyph` renderer with DejaVu Sans read at
 //! run time (Debian's fonts-dejavu-core), so no freetype or fontconfig is
@@ -14,6 +16,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::{register_font, FontStyle};
 
 use crate::bench::Results;
+use crate::cri::CriResults;
 use crate::stats::Summary;
 
 const FONTS: [(&str, FontStyle); 2] = [
@@ -29,7 +32,9 @@ const FONTS: [(&str, FontStyle); 2] = [
 const FONT: &str = "sans-serif";
 const RUST_COLOR: RGBColor = RGBColor(222, 95, 40);
 const RUNC_COLOR: RGBColor = RGBColor(55, 110, 185);
-const SIZE: (u32, u32) = (1500, 650);
+const NULL_COLOR: RGBColor = RGBColor(160, 160, 160);
+const COLORS: [RGBColor; 3] = [RUST_COLOR, RUNC_COLOR, NULL_COLOR];
+const SIZE: (u32, u32) = (1900, 650);
 
 /// A bar: median, with min and max for the whisker.
 #[derive(Clone, Copy)]
@@ -56,19 +61,34 @@ impl Bar {
             hi: s.max,
         })
     }
+
+    /// One figure, no range.
+    fn single(v: Option<f64>) -> Option<Bar> {
+        v.map(|v| Bar { mid: v, lo: v, hi: v })
+    }
 }
 
-/// A group of two bars, rust then runc, and the value issue #7 asks the
-/// rust bar to stay under, drawn as a dashed line across it.
+/// A group of bars, rust, runc and (where measured) the null shim, and the
+/// value the goals ask the rust bar to stay under, drawn as a dashed line
+/// across it.
 struct Group {
     label: String,
-    bars: [Option<Bar>; 2],
+    bars: Vec<Option<Bar>>,
     target: Option<f64>,
 }
 
-/// Half of runc's median: the target of #7 for the time ratios.
-fn half_of_runc(bars: &[Option<Bar>; 2]) -> Option<f64> {
-    bars[1].map(|b| b.mid * crate::report::RATIO_TARGET)
+/// The stricter of the goals for a time: at most `ratio` of runc's median
+/// (#7: 0.5 for start, exec and throughput; #19: 0.6 for the CRI
+/// lifecycle), and an overhead above the null shim of at most a third of
+/// runc's (#19).
+fn time_goal(bars: &[Option<Bar>], ratio: Option<f64>) -> Option<f64> {
+    let runc = bars.get(1).copied().flatten()?.mid;
+    let of_runc = ratio.map(|r| runc * r);
+    let overhead = bars.get(2).copied().flatten().map(|null| null.mid + (runc - null.mid) * crate::cri::OVERHEAD_GOAL);
+    match (of_runc, overhead) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 fn register_fonts() -> Result<(), String> {
@@ -93,24 +113,27 @@ fn register_fonts() -> Result<(), String> {
     result
 }
 
-pub fn render(r: &Results, path: &Path) -> Result<(), String> {
+/// Draws `results.png` from the `ctr` run and, when there is one, the CRI
+/// run.
+pub fn render(r: &Results, cri: Option<&CriResults>, path: &Path) -> Result<(), String> {
     register_fonts()?;
-    draw(r, path).map_err(|e| format!("drawing {}: {e}", path.display()))
+    draw(r, cri, path).map_err(|e| format!("drawing {}: {e}", path.display()))
 }
 
-fn draw(r: &Results, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
+fn draw(r: &Results, cri: Option<&CriResults>, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
     let root = BitMapBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE)?;
     let (header, body) = root.split_vertically(120);
     header.draw(&Text::new(
-        "containerd-shim-rust-v2 vs containerd-shim-runc-v2 (+ runc) on containerd 1.6",
+        "containerd-shim-rust-v2, containerd-shim-runc-v2 (+ runc) and the null shim on containerd 1.6",
         (30, 14),
         (FONT, 28).into_font().style(FontStyle::Bold),
     ))?;
     let c = &r.config;
+    let cri_note = cri.map(|k| format!("; CRI: {} pods per handler, {} at once for memory", k.pods, k.density_pods)).unwrap_or_default();
     header.draw(&Text::new(
         format!(
-            "bars: medians (PSS: mean), whiskers: min–max; {} runs per runtime, {} throughput round(s), {} idle shims; {}",
+            "bars: medians (PSS: mean), whiskers: min–max; ctr: {} runs per runtime, {} throughput round(s), {} idle shims ({}){cri_note}",
             c.runs, c.rounds, c.idle, r.env.date_utc
         ),
         (30, 52),
@@ -121,6 +144,7 @@ fn draw(r: &Results, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
     for (x, name, color) in [
         (30, "rust: containerd-shim-rust-v2", RUST_COLOR),
         (380, "runc: containerd-shim-runc-v2 + runc", RUNC_COLOR),
+        (780, "null: containerd-shim-null-v2 (the floor)", NULL_COLOR),
     ] {
         header.draw(&Rectangle::new(
             [(x, y + 2), (x + 22, y + 20)],
@@ -129,24 +153,29 @@ fn draw(r: &Results, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
         header.draw(&Text::new(name, (x + 30, y), (FONT, 18)))?;
     }
     for k in 0..2 {
-        let x = 790 + 14 * k;
+        let x = 1240 + 14 * k;
         header.draw(&PathElement::new(
             vec![(x, y + 11), (x + 8, y + 11)],
             BLACK.stroke_width(2),
         ))?;
     }
     header.draw(&Text::new(
-        "target of #7 for rust: 0.5× runc's median, PSS 0.5 MiB",
-        (820, y),
+        "goal for rust: the stricter of #7 and #19 (overhead ≤ 1/3 of runc's)",
+        (1270, y),
         (FONT, 18),
     ))?;
 
-    let panels = body.split_evenly((1, 3));
-    let lat = |p: &Option<crate::bench::PerRuntime<crate::bench::Latency>>| {
-        p.as_ref()
-            .map(|p| [Bar::of(p.rust.summary), Bar::of(p.runc.summary)])
-            .unwrap_or([None, None])
+    let panels = body.split_evenly((1, 4));
+    // The null shim's bar only where it was measured.
+    let lat = |p: &Option<crate::bench::PerRuntime<crate::bench::Latency>>| -> Vec<Option<Bar>> {
+        let Some(p) = p else { return vec![None, None] };
+        let mut bars = vec![Bar::of(p.rust.summary), Bar::of(p.runc.summary)];
+        if p.null.summary.is_some() {
+            bars.push(Bar::of(p.null.summary));
+        }
+        bars
     };
+    let (start, exec) = (lat(&r.start), lat(&r.exec));
     panel(
         &panels[0],
         "Latency of one ctr call",
@@ -154,24 +183,32 @@ fn draw(r: &Results, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
         &[
             Group {
                 label: "start (ctr run --rm)".into(),
-                bars: lat(&r.start),
-                target: half_of_runc(&lat(&r.start)),
+                target: time_goal(&start, Some(crate::report::RATIO_TARGET)),
+                bars: start,
             },
             Group {
                 label: "exec (ctr task exec)".into(),
-                bars: lat(&r.exec),
-                target: half_of_runc(&lat(&r.exec)),
+                target: time_goal(&exec, Some(crate::report::RATIO_TARGET)),
+                bars: exec,
             },
         ],
         1,
     )?;
+    let steps = |step: usize| -> Vec<Option<Bar>> {
+        crate::cri::HANDLERS.iter().map(|h| Bar::of(cri.and_then(|k| k.summary(h, step)))).collect()
+    };
+    let cri_groups = [(4, "lifecycle", Some(crate::cri::LIFECYCLE_RATIO_GOAL)), (1, "Create+Start", None), (2, "ExecSync", None)].map(|(step, label, ratio)| {
+        let bars = steps(step);
+        Group { label: label.into(), target: time_goal(&bars, ratio), bars }
+    });
+    panel(&panels[1], "CRI, per pod (project's client)", "ms", &cri_groups, 1)?;
     let tp = r
         .throughput
         .as_ref()
-        .map(|p| [Bar::of(p.rust.summary), Bar::of(p.runc.summary)])
-        .unwrap_or([None, None]);
+        .map(|p| vec![Bar::of(p.rust.summary), Bar::of(p.runc.summary)])
+        .unwrap_or_default();
     panel(
-        &panels[1],
+        &panels[2],
         &format!(
             "Throughput: {} containers, {} at a time",
             c.containers, c.concurrency
@@ -179,32 +216,31 @@ fn draw(r: &Results, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
         "s",
         &[Group {
             label: "wall time of a round".into(),
+            target: time_goal(&tp, Some(crate::report::RATIO_TARGET)),
             bars: tp,
-            target: half_of_runc(&tp),
         }],
         2,
     )?;
-    let (pss, rss) = match &r.idle {
-        Some(p) => (
-            [Bar::mean_of(p.rust.pss_mib), Bar::mean_of(p.runc.pss_mib)],
-            [Bar::of(p.rust.rss_mib), Bar::of(p.runc.rss_mib)],
-        ),
-        None => ([None, None], [None, None]),
+    // RSS is in the table; the goals are on PSS.
+    let pss = match &r.idle {
+        Some(p) => vec![Bar::mean_of(p.rust.pss_mib), Bar::mean_of(p.runc.pss_mib)],
+        None => vec![None, None],
     };
+    let per_pod = ["rust", "runc"].map(|h| Bar::single(cri.and_then(|k| k.density_of(h)).map(|d| d.shim_pss_kib / 1024.0))).to_vec();
     panel(
-        &panels[2],
-        &format!("Idle shim memory ({} shims per runtime)", c.idle),
+        &panels[3],
+        "Shim memory: PSS per shim",
         "MiB",
         &[
             Group {
-                label: "PSS per shim (mean)".into(),
+                label: format!("{} idle ctr shims", c.idle),
                 bars: pss,
                 target: Some(crate::report::PSS_TARGET_MIB),
             },
             Group {
-                label: "RSS per shim (median)".into(),
-                bars: rss,
-                target: None,
+                label: format!("{} CRI pods", cri.map_or(0, |k| k.density_pods)),
+                bars: per_pod,
+                target: Some(crate::cri::POD_PSS_GOAL_MIB),
             },
         ],
         2,
@@ -248,11 +284,16 @@ fn panel(
         .light_line_style(RGBColor(235, 235, 235))
         .draw()?;
 
-    let half = 0.17;
     for (g, group) in groups.iter().enumerate() {
-        for (k, (bar, color)) in group.bars.iter().zip([RUST_COLOR, RUNC_COLOR]).enumerate() {
+        // Two bars at ±0.2, three at -0.27, 0 and 0.27.
+        let n = group.bars.len().max(2);
+        let spacing = 0.8 / n as f64;
+        let half = spacing * 0.42;
+        let center_of = |k: usize| g as f64 + (k as f64 - (n - 1) as f64 / 2.0) * spacing;
+        let label_size = if n > 2 { 14 } else { 17 };
+        for (k, (bar, color)) in group.bars.iter().zip(COLORS).enumerate() {
             let Some(bar) = bar else { continue };
-            let center = g as f64 + if k == 0 { -0.2 } else { 0.2 };
+            let center = center_of(k);
             chart.draw_series(std::iter::once(Rectangle::new(
                 [(center - half, 0.0), (center + half, bar.mid)],
                 color.filled(),
@@ -272,12 +313,12 @@ fn panel(
             chart.draw_series(std::iter::once(Text::new(
                 format!("{:.d$}", bar.mid, d = digits),
                 (center, bar.hi.max(bar.mid)),
-                TextStyle::from((FONT, 17).into_font().style(FontStyle::Bold))
+                TextStyle::from((FONT, label_size).into_font().style(FontStyle::Bold))
                     .pos(Pos::new(HPos::Center, VPos::Bottom)),
             )))?;
         }
         if let Some(target) = group.target {
-            let (a, b) = (g as f64 - 0.2 - half - 0.04, g as f64 - 0.2 + half + 0.04);
+            let (a, b) = (center_of(0) - half - 0.04, center_of(0) + half + 0.04);
             chart.draw_series(DashedLineSeries::new(
                 vec![(a, target), (b, target)],
                 8,
