@@ -473,7 +473,29 @@ pub fn open(stdin: &str, stdout: &str, stderr: &str, terminal: bool, target: &Lo
 
 #[cfg(test)]
 mod tests {
-    use super::percent_decode;
+    use super::{await_readers, percent_decode};
+    use std::os::unix::fs::OpenOptionsExt;
+
+    #[test]
+    fn await_readers_holds_a_writer_on_each_fifo_with_a_reader() {
+        let dir = std::env::temp_dir().join(format!("rsv2-stdio-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("out");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let file = dir.join("log");
+        std::fs::write(&file, b"").unwrap();
+        let reader = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(&fifo).unwrap();
+        let (f, l) = (fifo.display().to_string(), file.display().to_string());
+        let file_uri = format!("file://{l}");
+        // The FIFO once (named twice), no regular file, no log URI, no
+        // empty path.
+        let mut readers = await_readers(&[&f, &f, &l, &file_uri, "", "binary:///bin/logger"]).unwrap();
+        assert_eq!(readers.0.len(), 1);
+        assert!(readers.take(&f).is_some());
+        assert!(readers.take(&f).is_none());
+        drop(reader);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn logger_arguments_are_query_decoded() {
