@@ -18,7 +18,8 @@
 //!   renamed aside and back), `dpkg -i` copies the version 3 drop-in into
 //!   conf.d and says config.toml must import conf.d; a private 2.2.7 whose
 //!   version 3 config imports that file registers the CRI runtime "rust";
-//!   `dpkg -r` deletes the untouched drop-in; an edited one survives
+//!   `dpkg -r` deletes the untouched drop-in, and conf.d only if postinst
+//!   made it (an operator's empty conf.d stays); an edited one survives
 //!   `dpkg -i`, `dpkg -r` (with a warning naming it) and `dpkg -P`.
 //!
 //! Both end with /etc/containerd byte for byte as it was. They share one
@@ -36,6 +37,8 @@ const PACKAGE: &str = "containerd-shim-rust-v2";
 const BIN: &str = "/usr/bin/containerd-shim-rust-v2";
 const ETC: &str = "/etc/containerd";
 const CONF_D: &str = "/etc/containerd/conf.d";
+/// Where postinst notes that it made conf.d (so prerm may remove it).
+const STATE: &str = "/var/lib/containerd-shim-rust-v2";
 const DROP_IN: &str = "/etc/containerd/conf.d/containerd-shim-rust-v2.toml";
 const CONFIG: &str = "/etc/containerd/config.toml";
 const SHARE_V2: &str = "/usr/share/containerd-shim-rust-v2/conf.d-config-v2.toml";
@@ -289,6 +292,18 @@ fn deb_on_containerd_2x_copies_the_matching_drop_in() {
     assert_eq!(Path::new(CONF_D).exists(), etc.conf_d_existed, "dpkg -r: {CONF_D}");
     assert_eq!(std::fs::read(CONFIG).ok().as_ref(), Some(&config), "dpkg -r changed {CONFIG}");
 
+    // A conf.d the operator made, even an empty one, stays.
+    std::fs::create_dir_all(CONF_D).expect("make conf.d as an operator would");
+    let (ok, log) = dpkg(&["-i", &deb], Some(&containerd2));
+    assert!(ok && std::fs::read(DROP_IN).ok().as_ref() == Some(&v3), "dpkg -i with conf.d there: {log}");
+    let (ok, log) = dpkg(&["-r", PACKAGE], Some(&containerd2));
+    assert!(ok && !Path::new(DROP_IN).exists(), "dpkg -r with the operator's conf.d: {log}");
+    assert!(Path::new(CONF_D).is_dir(), "dpkg -r removed {CONF_D}, which the operator made before the install: {log}");
+    assert!(!Path::new(STATE).exists(), "dpkg -r left {STATE}");
+    if !etc.conf_d_existed {
+        std::fs::remove_dir(CONF_D).expect("remove the operator's conf.d again");
+    }
+
     // An edited drop-in is the operator's: a reinstall leaves it, and
     // dpkg -r and -P leave it with a warning naming it.
     let (ok, log) = dpkg(&["-i", &deb], Some(&containerd2));
@@ -306,6 +321,7 @@ fn deb_on_containerd_2x_copies_the_matching_drop_in() {
     assert!(ok, "dpkg -P: {log}");
     assert!(status().is_none(), "after dpkg -P dpkg still knows {PACKAGE}: {:?}", status());
     assert_eq!(std::fs::read(DROP_IN).ok(), Some(edited), "dpkg -P did not leave the edited drop-in as it was");
+    assert!(!Path::new(STATE).exists(), "dpkg -P left {STATE}");
     assert_eq!(std::fs::read(CONFIG).ok().as_ref(), Some(&config), "dpkg -P changed {CONFIG}");
 
     drop(etc);
