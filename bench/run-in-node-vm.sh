@@ -8,7 +8,8 @@
 #
 # Needs, built as packaging/install.sh and bench/README.md say:
 #   target/release/containerd-shim-rust-v2 (static), target/release/rsv2-bench
-#   and target/release/containerd-shim-null-v2 (CARGO_TARGET_DIR honoured).
+#   and target/release/containerd-shim-null-v2 (static too: the bench
+#   refuses a floor linked otherwise; CARGO_TARGET_DIR honoured).
 # Prints the bench's tables and writes them to bench/results/v2-vm.md.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

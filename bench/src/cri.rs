@@ -235,15 +235,28 @@ fn remove_pods(cri: &CriContainerd, ids: &[String]) {
     }
 }
 
-/// The null shim next to this binary (cargo builds both).
-pub fn null_shim() -> Result<PathBuf, String> {
+/// The null shim next to this binary (cargo builds both), linked as our
+/// shim `ours` is: a floor loaded by ld.so where ours is static is no
+/// floor (under the VM's TCG, a dynamic null shim's start took 540 ms
+/// against our static shim's 405).
+pub fn null_shim(ours: &Path) -> Result<PathBuf, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let p = exe.with_file_name("containerd-shim-null-v2");
-    if p.is_file() {
-        Ok(p)
-    } else {
-        Err(format!("{} is missing: build it with `cargo build --release -p rsv2-bench`", p.display()))
+    if !p.is_file() {
+        return Err(format!("{} is missing: build it with `cargo build --release -p rsv2-bench`", p.display()));
     }
+    let (null_dynamic, ours_dynamic) = (integration_tests::image::is_dynamic(&p)?, integration_tests::image::is_dynamic(ours)?);
+    if null_dynamic != ours_dynamic {
+        let link = |dynamic: bool| if dynamic { "dynamically" } else { "statically" };
+        return Err(format!(
+            "{} is linked {} and our shim {} {}: build the null shim as the shim is, e.g. `cargo rustc --release -p rsv2-bench --bin containerd-shim-null-v2 -- -C target-feature=+crt-static -C relocation-model=static` (after `cargo build`, which would rebuild it)",
+            p.display(),
+            link(null_dynamic),
+            ours.display(),
+            link(ours_dynamic)
+        ));
+    }
+    Ok(p)
 }
 
 /// One pod's lifecycle under `handler`: the time of each step, ms.
@@ -276,9 +289,9 @@ pub struct CriPlan {
     pub burst_rounds: usize,
 }
 
-pub fn run(plan: &CriPlan, out: &Path) -> Result<CriResults, String> {
+pub fn run(plan: &CriPlan, shim: &Path, out: &Path) -> Result<CriResults, String> {
     let CriPlan { pods, warmup, density_pods, .. } = *plan;
-    let null = null_shim()?;
+    let null = null_shim(shim)?;
     let cri = CriContainerd::start_with(CriOptions {
         extra_toml: "\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.null]\n  runtime_type = \"io.containerd.null.v2\"\n".into(),
         files: Vec::new(),

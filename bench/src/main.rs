@@ -351,7 +351,7 @@ fn cri_main(args: &[String]) -> ExitCode {
     }
     // The harness links SHIM_BIN into containerd's PATH.
     std::env::set_var("SHIM_BIN", &shim);
-    match cri::run(&plan, &out) {
+    match cri::run(&plan, &shim, &out) {
         Ok(results) => {
             println!("{}", results.markdown());
             eprintln!("rsv2-bench: wrote {}/cri.{{md,json}}", out.display());
@@ -426,7 +426,7 @@ fn supervise(mut config: Config) -> ExitCode {
     let mut ctd = PrivateContainerd::start();
     // The null shim (built beside this binary) in containerd's PATH: the
     // start and exec rows' floor.
-    let linked = cri::null_shim().and_then(|null| {
+    let linked = cri::null_shim(&config.shim).and_then(|null| {
         std::os::unix::fs::symlink(&null, ctd.dir().join("bin").join(Runtime::Null.shim_binary_name()))
             .map_err(|e| format!("link the null shim: {e}"))
     });

@@ -321,29 +321,33 @@ pub fn pause_binary() -> PathBuf {
 /// (no PT_INTERP program header), i.e. it runs in an image holding nothing
 /// else.
 fn assert_static(bin: &Path) {
+    let dynamic = is_dynamic(bin).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        !dynamic,
+        "{} is dynamically linked (has PT_INTERP); it must be built with -C target-feature=+crt-static",
+        bin.display()
+    );
+}
+
+/// Whether the 64-bit little-endian ELF `bin` has a program interpreter
+/// (a PT_INTERP program header): dynamically linked, loaded by ld.so.
+pub fn is_dynamic(bin: &Path) -> Result<bool, String> {
     let mut data = Vec::new();
     fs::File::open(bin)
         .and_then(|mut f| f.read_to_end(&mut data))
-        .unwrap_or_else(|e| panic!("read {}: {e}", bin.display()));
-    assert!(
-        data.len() > 64 && data.starts_with(b"\x7fELF\x02\x01"),
-        "{} is not a 64-bit little-endian ELF file",
-        bin.display()
-    );
+        .map_err(|e| format!("read {}: {e}", bin.display()))?;
+    if !(data.len() > 64 && data.starts_with(b"\x7fELF\x02\x01")) {
+        return Err(format!("{} is not a 64-bit little-endian ELF file", bin.display()));
+    }
     let u16_at = |o: usize| u16::from_le_bytes([data[o], data[o + 1]]) as usize;
     let phoff = u64::from_le_bytes(data[0x20..0x28].try_into().expect("8 bytes")) as usize;
     let (phentsize, phnum) = (u16_at(0x36), u16_at(0x38));
     const PT_INTERP: u32 = 3;
-    let interp = (0..phnum).any(|i| {
-        let o = phoff + i * phentsize;
+    Ok((0..phnum).any(|i| {
+        let o = phoff.saturating_add(i * phentsize);
         data.get(o..o + 4)
             .is_some_and(|t| u32::from_le_bytes(t.try_into().expect("4 bytes")) == PT_INTERP)
-    });
-    assert!(
-        !interp,
-        "{} is dynamically linked (has PT_INTERP); it must be built with -C target-feature=+crt-static",
-        bin.display()
-    );
+    }))
 }
 
 /// Fills `dir` with the pause image's rootfs: `/pause` and the mount points.
