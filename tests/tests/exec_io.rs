@@ -1723,53 +1723,51 @@ fn a_late_reader_gets_all_output() {
 #[test]
 fn a_slow_exec_reader_holds_up_only_its_own_start() {
     let ctd = PrivateContainerd::start();
-    {
-        let runtime = runtime_under_test();
-        let host = ctd.unique_id("slowhost");
-        ctd.run(&host, &["/bin/sleep", "100000"]).runtime(&runtime).detach();
-        let dir = ctd.dir().join(format!("{host}-fifos"));
-        fs::create_dir(&dir).expect("create the FIFO dir");
-        let what = format!("{runtime}: exec slow in {host}, its reader not open yet");
-        let fifos = output_fifos(&dir, "slow");
-        let [stdout_path, stderr_path] = [&fifos[0], &fifos[1]].map(|p| p.display().to_string());
-        let process = exec_process_spec(&ctd, &host, &["/bin/echo", "slow"]);
-        ctd.exec_process(&host, "slow", &process, "", &stdout_path, &stderr_path).unwrap_or_else(|e| panic!("{what}: Exec: {e}\n{}", ctd.log_tail(30)));
-        let (started, other, ps, pending, out) = std::thread::scope(|s| {
-            let (tx, rx) = std::sync::mpsc::channel();
-            let (ctd, host) = (&ctd, &host);
-            let start = s.spawn(move || {
-                let result = ctd.start_process(host, "slow");
-                let _ = tx.send(());
-                result
-            });
-            // Not a timing assertion: time for the Start to reach the
-            // shim, where it waits for the reader. Had it not got there,
-            // the test would pass against either behaviour, never fail.
-            std::thread::sleep(Duration::from_secs(1));
-            let other = ctd.exec(host, "other", &["/bin/echo", "other"]).output();
-            let ps = task_ps(ctd, host);
-            let pending = rx.try_recv().is_err();
-            let out = read_fifos_to_eof(&fifos, FIFO_TIMEOUT);
-            (start.join().expect("the Start thread"), other, ps, pending, out)
+    let runtime = runtime_under_test();
+    let host = ctd.unique_id("slowhost");
+    ctd.run(&host, &["/bin/sleep", "100000"]).runtime(&runtime).detach();
+    let dir = ctd.dir().join(format!("{host}-fifos"));
+    fs::create_dir(&dir).expect("create the FIFO dir");
+    let what = format!("{runtime}: exec slow in {host}, its reader not open yet");
+    let fifos = output_fifos(&dir, "slow");
+    let [stdout_path, stderr_path] = [&fifos[0], &fifos[1]].map(|p| p.display().to_string());
+    let process = exec_process_spec(&ctd, &host, &["/bin/echo", "slow"]);
+    ctd.exec_process(&host, "slow", &process, "", &stdout_path, &stderr_path).unwrap_or_else(|e| panic!("{what}: Exec: {e}\n{}", ctd.log_tail(30)));
+    let (started, other, ps, pending, out) = std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (ctd, host) = (&ctd, &host);
+        let start = s.spawn(move || {
+            let result = ctd.start_process(host, "slow");
+            let _ = tx.send(());
+            result
         });
-        assert_exit(&ctd, &other, 0, &format!("{runtime}: `ctr task exec` of another process while {what}"));
-        assert_eq!(stdout(&other), "other\n", "{runtime}: the other exec's output");
-        assert!(!ps.is_empty(), "{runtime}: `ctr task ps {host}` listed no process while {what}");
-        assert!(pending, "{what}: its Start answered before the reader came, or the other exec and `ctr task ps` waited for it until it gave up: they must not wait for another process's reader");
-        let pid = started.unwrap_or_else(|e| panic!("{what}: Start, once the reader came: {e}\n{}", ctd.log_tail(30)));
-        assert!(pid > 0, "{what}: Start answered pid {pid}");
-        let [out, err]: [_; 2] = out.try_into().expect("stdout and stderr");
-        assert_eq!(out.map(|o| String::from_utf8_lossy(&o).into_owned()), Ok("slow\n".to_string()), "{what}: its stdout, read to end of file");
-        assert_eq!(err.map(|o| o.len()), Ok(0), "{what}: its stderr, read to end of file");
-        let status = ctd.wait_process(&host, "slow").unwrap_or_else(|e| panic!("{what}: Wait: {e}"));
-        assert_eq!(status, 0, "{what}: exit status");
-        ctd.delete_process(&host, "slow").unwrap_or_else(|e| panic!("{what}: DeleteProcess: {e}"));
-        for f in &fifos {
-            fs::remove_file(f).unwrap_or_else(|e| panic!("remove {}: {e}", f.display()));
-        }
-        fs::remove_dir(&dir).expect("remove the FIFO dir");
-        ctd.remove(&host);
-        ctd.assert_no_leftovers(&host);
+        // Not a timing assertion: time for the Start to reach the
+        // shim, where it waits for the reader. Had it not got there,
+        // the test would pass against either behaviour, never fail.
+        std::thread::sleep(Duration::from_secs(1));
+        let other = ctd.exec(host, "other", &["/bin/echo", "other"]).output();
+        let ps = task_ps(ctd, host);
+        let pending = rx.try_recv().is_err();
+        let out = read_fifos_to_eof(&fifos, FIFO_TIMEOUT);
+        (start.join().expect("the Start thread"), other, ps, pending, out)
+    });
+    assert_exit(&ctd, &other, 0, &format!("{runtime}: `ctr task exec` of another process while {what}"));
+    assert_eq!(stdout(&other), "other\n", "{runtime}: the other exec's output");
+    assert!(!ps.is_empty(), "{runtime}: `ctr task ps {host}` listed no process while {what}");
+    assert!(pending, "{what}: its Start answered before the reader came, or the other exec and `ctr task ps` waited for it until it gave up: they must not wait for another process's reader");
+    let pid = started.unwrap_or_else(|e| panic!("{what}: Start, once the reader came: {e}\n{}", ctd.log_tail(30)));
+    assert!(pid > 0, "{what}: Start answered pid {pid}");
+    let [out, err]: [_; 2] = out.try_into().expect("stdout and stderr");
+    assert_eq!(out.map(|o| String::from_utf8_lossy(&o).into_owned()), Ok("slow\n".to_string()), "{what}: its stdout, read to end of file");
+    assert_eq!(err.map(|o| o.len()), Ok(0), "{what}: its stderr, read to end of file");
+    let status = ctd.wait_process(&host, "slow").unwrap_or_else(|e| panic!("{what}: Wait: {e}"));
+    assert_eq!(status, 0, "{what}: exit status");
+    ctd.delete_process(&host, "slow").unwrap_or_else(|e| panic!("{what}: DeleteProcess: {e}"));
+    for f in &fifos {
+        fs::remove_file(f).unwrap_or_else(|e| panic!("remove {}: {e}", f.display()));
     }
+    fs::remove_dir(&dir).expect("remove the FIFO dir");
+    ctd.remove(&host);
+    ctd.assert_no_leftovers(&host);
     ctd.finish();
 }
