@@ -193,16 +193,26 @@ pub fn worker(plan_path: PathBuf) -> ExitCode {
     }
 }
 
+/// What `DIR/results.json` holds: `None` if there is none.
+fn load(dir: &Path) -> Result<Option<Results>, String> {
+    let path = dir.join("results.json");
+    match std::fs::read(&path) {
+        Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| format!("cannot read {}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
 /// `--replot DIR`: the report and plot again from `DIR/results.json`.
 pub fn replot(dir: &Path) -> ExitCode {
-    let path = dir.join("results.json");
-    let results: Results = match std::fs::read(&path)
-        .map_err(|e| e.to_string())
-        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
-    {
-        Ok(r) => r,
+    let results = match load(dir) {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            eprintln!("rsv2-bench: {} has no results.json", dir.display());
+            return ExitCode::FAILURE;
+        }
         Err(e) => {
-            eprintln!("rsv2-bench: cannot read {}: {e}", path.display());
+            eprintln!("rsv2-bench: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -220,12 +230,7 @@ pub fn replot(dir: &Path) -> ExitCode {
 /// Redraws `results.png` after a CRI run wrote `cri.json` beside a `ctr`
 /// run's `results.json` (nothing to draw without one).
 pub fn redraw(dir: &Path) -> Result<(), String> {
-    let path = dir.join("results.json");
-    let results: Results = match std::fs::read(&path) {
-        Ok(b) => serde_json::from_slice(&b).map_err(|e| format!("{}: {e}", path.display()))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(format!("{}: {e}", path.display())),
-    };
+    let Some(results) = load(dir)? else { return Ok(()) };
     let cri = crate::cri::CriResults::load(dir)?;
     plot::render(&results, cri.as_ref(), &dir.join("results.png"))?;
     eprintln!("rsv2-bench: redrew {}/results.png", dir.display());
